@@ -1,0 +1,30 @@
+# The project's commands. Each is idempotent: running it again while things are up does no harm.
+STACK := include/stack/stack.sh
+WITH_ENV := include/stack/with-env
+
+.PHONY: run test stop status install migrate psql redis-cli
+
+run:  ## install and start everything, apply the schema and sample data, say where to look
+	@$(STACK) up
+
+test:  ## install and start everything, then run the whole test suite
+	@$(STACK) up
+	@$(WITH_ENV) python -m pytest $(PYTEST_ARGS)
+
+stop:  ## stop every component of the local stack
+	@$(STACK) down
+
+status:  ## up/down, port and data directory of each component
+	@$(STACK) status
+
+install:  ## install the Debian packages, Python dependencies and Kafka jars only
+	@$(STACK) install
+
+migrate:  ## apply the migrations in sql/ that are not applied yet
+	@$(STACK) migrate
+
+psql:  ## a psql shell on the pipeline database
+	@$(WITH_ENV) bash -c 'PGPASSWORD="$$LEDGERFLOW_DB_PASSWORD" exec psql -h 127.0.0.1 -p "$$LEDGERFLOW_PG_PORT" -U "$$LEDGERFLOW_DB_USER" -d "$$LEDGERFLOW_DB_NAME"'
+
+redis-cli:  ## a redis-cli shell on the pipeline's Redis
+	@$(WITH_ENV) bash -c 'exec redis-cli -p "$$LEDGERFLOW_REDIS_PORT" -a "$$LEDGERFLOW_REDIS_PASSWORD" --no-auth-warning'

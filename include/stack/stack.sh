@@ -1,0 +1,391 @@
+#!/usr/bin/env bash
+# The local stack without Docker: installs and runs PostgreSQL, Redis, Kafka (KRaft) and Airflow under
+# supervisord. Every subcommand is idempotent.
+#
+#   stack.sh install            apt packages, the Python virtualenv, the Kafka jars
+#   stack.sh up [--no-airflow]  install, then start everything, apply the schema and sample data
+#   stack.sh down               stop everything
+#   stack.sh status             up/down, port and data directory of each component
+#   stack.sh migrate            apply the migrations in sql/ that are not applied yet
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+
+STACK_DIR="$LEDGERFLOW_ROOT/include/stack"
+LOG_DIR="$LEDGERFLOW_STATE/logs"
+SUPERVISOR_CONF="$LEDGERFLOW_STATE/supervisor/supervisord.conf"
+KAFKA_LIBS="$LEDGERFLOW_STATE/kafka/libs"
+KAFKA_CONF="$LEDGERFLOW_STATE/kafka/server.properties"
+KAFKA_DATA="$LEDGERFLOW_STATE/kafka/data"
+REDIS_CONF="$LEDGERFLOW_STATE/redis/redis.conf"
+REDIS_DATA="$LEDGERFLOW_STATE/redis/data"
+
+say() { printf '==> %s\n' "$*"; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# Run a step only when its inputs changed since it last succeeded (the stamp holds their checksum).
+stamp_matches() { [ -f "$1" ] && [ "$(cat "$1")" = "$2" ]; }
+
+# --- install ---------------------------------------------------------------------------------------
+
+install_apt_packages() {
+  local missing=()
+  command -v redis-server >/dev/null || missing+=(redis-server)
+  ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
+  command -v psql >/dev/null || missing+=(postgresql-client)
+  command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
+  command -v mvn >/dev/null || missing+=(maven)
+  command -v curl >/dev/null || missing+=(curl)
+  [ ${#missing[@]} -eq 0 ] && return
+  say "installing Debian packages: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+install_python() {
+  local stamp="$LEDGERFLOW_VENV/.requirements.sha256" sum
+  sum=$(sha256sum "$LEDGERFLOW_ROOT/requirements.txt" | cut -d' ' -f1)
+  stamp_matches "$stamp" "$sum" && return
+  say "installing Python dependencies into .venv"
+  [ -x "$LEDGERFLOW_VENV/bin/python" ] || python3 -m venv "$LEDGERFLOW_VENV"
+  "$LEDGERFLOW_VENV/bin/pip" install -q --disable-pip-version-check -r "$LEDGERFLOW_ROOT/requirements.txt"
+  echo "$sum" >"$stamp"
+}
+
+install_kafka() {
+  local stamp="$KAFKA_LIBS/.pom.sha256" sum
+  sum=$(sha256sum "$STACK_DIR/pom.xml" | cut -d' ' -f1)
+  stamp_matches "$stamp" "$sum" && return
+  say "resolving the Kafka broker jars from Maven Central"
+  rm -rf "$KAFKA_LIBS" && mkdir -p "$KAFKA_LIBS"
+  mvn -q -B -Dstyle.color=never -f "$STACK_DIR/pom.xml" dependency:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$KAFKA_LIBS"
+  echo "$sum" >"$stamp"
+}
+
+cmd_install() {
+  install_apt_packages
+  install_python
+  install_kafka
+}
+
+# --- configuration ---------------------------------------------------------------------------------
+
+pg_bindir() { ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1; }
+
+# PostgreSQL refuses to run as root, so its files belong to the postgres user; when that user cannot
+# reach the checkout (a clone under /root, say), its data lives under /var/lib/ledgerflow instead.
+pg_root() {
+  if runuser -u postgres -- test -x "$LEDGERFLOW_STATE" 2>/dev/null; then
+    echo "$LEDGERFLOW_STATE/postgres"
+  else
+    echo "/var/lib/ledgerflow/$(echo "$LEDGERFLOW_STATE" | sha256sum | cut -c1-12)/postgres"
+  fi
+}
+
+write_supervisor_conf() {
+  local pg="$1" airflow="$LEDGERFLOW_VENV/bin/airflow" with_env="$STACK_DIR/with-env"
+  mkdir -p "$(dirname "$SUPERVISOR_CONF")" "$LOG_DIR"
+  cat >"$SUPERVISOR_CONF" <<EOF
+; Written by include/stack/stack.sh; edit that, not this.
+[unix_http_server]
+file=$LEDGERFLOW_STATE/supervisor/supervisor.sock
+chmod=0700
+
+[supervisord]
+logfile=$LOG_DIR/supervisord.log
+pidfile=$LEDGERFLOW_STATE/supervisor/supervisord.pid
+childlogdir=$LOG_DIR
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+[supervisorctl]
+serverurl=unix://$LEDGERFLOW_STATE/supervisor/supervisor.sock
+
+[program:postgres]
+command=$(pg_bindir)/postgres -D $pg/data -c listen_addresses=127.0.0.1 -c port=$LEDGERFLOW_PG_PORT
+  -c unix_socket_directories=$pg/socket -c max_connections=300 -c shared_buffers=512MB
+user=postgres
+autostart=false
+stopsignal=INT
+stopwaitsecs=60
+redirect_stderr=true
+stdout_logfile=$LOG_DIR/postgres.log
+
+[program:redis]
+command=redis-server $REDIS_CONF
+autostart=false
+redirect_stderr=true
+stdout_logfile=$LOG_DIR/redis.log
+
+[program:kafka]
+command=java -Xms512m -Xmx$LEDGERFLOW_KAFKA_HEAP -XX:+UseG1GC -Djava.awt.headless=true
+  -Dlog4j2.configurationFile=$STACK_DIR/kafka-log4j2.properties
+  -cp "$KAFKA_LIBS/*" kafka.Kafka $KAFKA_CONF
+autostart=false
+stopwaitsecs=60
+redirect_stderr=true
+stdout_logfile=$LOG_DIR/kafka.log
+
+[group:services]
+programs=postgres,redis,kafka
+
+[program:airflow-api-server]
+command=$with_env $airflow api-server --port $LEDGERFLOW_AIRFLOW_PORT --workers 1
+autostart=false
+stopasgroup=true
+killasgroup=true
+redirect_stderr=true
+stdout_logfile=$LOG_DIR/airflow-api-server.log
+
+[program:airflow-scheduler]
+command=$with_env $airflow scheduler
+autostart=false
+stopasgroup=true
+killasgroup=true
+redirect_stderr=true
+stdout_logfile=$LOG_DIR/airflow-scheduler.log
+
+[program:airflow-dag-processor]
+command=$with_env $airflow dag-processor
+autostart=false
+stopasgroup=true
+killasgroup=true
+redirect_stderr=true
+stdout_logfile=$LOG_DIR/airflow-dag-processor.log
+
+[program:airflow-triggerer]
+command=$with_env $airflow triggerer
+autostart=false
+stopasgroup=true
+killasgroup=true
+redirect_stderr=true
+stdout_logfile=$LOG_DIR/airflow-triggerer.log
+
+[group:airflow]
+programs=airflow-api-server,airflow-scheduler,airflow-dag-processor,airflow-triggerer
+EOF
+}
+
+write_redis_conf() {
+  mkdir -p "$REDIS_DATA"
+  (
+    umask 077
+    cat >"$REDIS_CONF" <<EOF
+# Written by include/stack/stack.sh; edit that, not this.
+bind 127.0.0.1
+port $LEDGERFLOW_REDIS_PORT
+protected-mode yes
+requirepass $LEDGERFLOW_REDIS_PASSWORD
+daemonize no
+logfile ""
+dir $REDIS_DATA
+appendonly yes
+EOF
+  )
+}
+
+write_kafka_conf() {
+  mkdir -p "$KAFKA_DATA"
+  cat >"$KAFKA_CONF" <<EOF
+# Written by include/stack/stack.sh; edit that, not this. A single KRaft broker and controller.
+process.roles=broker,controller
+node.id=1
+controller.quorum.bootstrap.servers=127.0.0.1:$LEDGERFLOW_KAFKA_CONTROLLER_PORT
+listeners=PLAINTEXT://127.0.0.1:$LEDGERFLOW_KAFKA_PORT,CONTROLLER://127.0.0.1:$LEDGERFLOW_KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$LEDGERFLOW_KAFKA_PORT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$KAFKA_DATA
+# Topics are created by the project with the partition count it wants, never by a typo.
+auto.create.topics.enable=false
+num.partitions=$LEDGERFLOW_TOPIC_PARTITIONS
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+EOF
+}
+
+# --- start -----------------------------------------------------------------------------------------
+
+supervisorctl() { "$LEDGERFLOW_VENV/bin/supervisorctl" -c "$SUPERVISOR_CONF" "$@"; }
+supervisord_running() {
+  [ -S "$LEDGERFLOW_STATE/supervisor/supervisor.sock" ] && [ -x "$LEDGERFLOW_VENV/bin/supervisorctl" ] &&
+    supervisorctl pid >/dev/null 2>&1
+}
+program_running() { supervisord_running && supervisorctl status "$1" 2>/dev/null | grep -q RUNNING; }
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# A port held by anything but our own program is a clear stop, not a confusing failure later.
+require_free_port() {
+  local program="$1" port="$2" setting="$3"
+  program_running "$program" && return
+  if port_open "$port"; then
+    die "port $port (for ${program#*:}) is taken by another process; stop it or choose another port with $setting=<port>"
+  fi
+}
+
+wait_for() {
+  local what="$1" seconds="$2"; shift 2
+  local deadline=$((SECONDS + seconds))
+  until "$@" >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || die "$what did not come up within ${seconds}s; see $LOG_DIR"
+    sleep 0.5
+  done
+}
+
+start_program() {
+  program_running "$1" && return
+  supervisorctl start "$1" >/dev/null || die "$1 failed to start; see $LOG_DIR/$1.log"
+}
+
+init_postgres() {
+  local pg="$1"
+  mkdir -p "$pg/socket" && chown postgres:postgres "$pg" "$pg/socket"
+  [ -f "$pg/data/PG_VERSION" ] && return
+  say "initialising PostgreSQL in $pg/data"
+  runuser -u postgres -- "$(pg_bindir)/initdb" -D "$pg/data" -U postgres \
+    --auth-local=peer --auth-host=scram-sha-256 --encoding=UTF8 --locale=C.UTF-8 >/dev/null
+}
+
+pg_admin() { runuser -u postgres -- psql -h "$PG_ROOT/socket" -p "$LEDGERFLOW_PG_PORT" -U postgres -X -q -v ON_ERROR_STOP=1 "$@"; }
+
+# Roles get passwords (scram over TCP); only the local superuser uses peer auth on the socket.
+bootstrap_databases() {
+  pg_admin -d postgres <<EOF
+SELECT format('CREATE ROLE %I LOGIN', '$LEDGERFLOW_DB_USER')
+ WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$LEDGERFLOW_DB_USER') \gexec
+SELECT format('CREATE ROLE %I LOGIN', '$LEDGERFLOW_AIRFLOW_DB_USER')
+ WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$LEDGERFLOW_AIRFLOW_DB_USER') \gexec
+ALTER ROLE "$LEDGERFLOW_DB_USER" PASSWORD '$LEDGERFLOW_DB_PASSWORD';
+ALTER ROLE "$LEDGERFLOW_AIRFLOW_DB_USER" PASSWORD '$LEDGERFLOW_AIRFLOW_DB_PASSWORD';
+SELECT format('CREATE DATABASE %I OWNER %I', '$LEDGERFLOW_DB_NAME', '$LEDGERFLOW_DB_USER')
+ WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$LEDGERFLOW_DB_NAME') \gexec
+SELECT format('CREATE DATABASE %I OWNER %I', '$LEDGERFLOW_AIRFLOW_DB_NAME', '$LEDGERFLOW_AIRFLOW_DB_USER')
+ WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$LEDGERFLOW_AIRFLOW_DB_NAME') \gexec
+EOF
+}
+
+format_kafka_storage() {
+  [ -f "$KAFKA_DATA/meta.properties" ] && return
+  say "formatting Kafka storage in $KAFKA_DATA"
+  local cluster_id
+  cluster_id=$(java -cp "$KAFKA_LIBS/*" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)
+  java -Dlog4j2.configurationFile="$STACK_DIR/kafka-log4j2.properties" -cp "$KAFKA_LIBS/*" \
+    kafka.tools.StorageTool format --standalone -t "$cluster_id" -c "$KAFKA_CONF" >/dev/null
+}
+
+require_free_ports() {
+  require_free_port services:postgres "$LEDGERFLOW_PG_PORT" LEDGERFLOW_PG_PORT
+  require_free_port services:redis "$LEDGERFLOW_REDIS_PORT" LEDGERFLOW_REDIS_PORT
+  require_free_port services:kafka "$LEDGERFLOW_KAFKA_PORT" LEDGERFLOW_KAFKA_PORT
+  require_free_port services:kafka "$LEDGERFLOW_KAFKA_CONTROLLER_PORT" LEDGERFLOW_KAFKA_CONTROLLER_PORT
+  [ "$1" -eq 1 ] && require_free_port airflow:airflow-api-server "$LEDGERFLOW_AIRFLOW_PORT" LEDGERFLOW_AIRFLOW_PORT
+  return 0
+}
+
+start_services() {
+  mkdir -p "$LEDGERFLOW_STATE"
+  PG_ROOT=$(pg_root)
+  init_postgres "$PG_ROOT"
+  write_redis_conf
+  write_kafka_conf
+  format_kafka_storage
+  write_supervisor_conf "$PG_ROOT"
+  if supervisord_running; then
+    supervisorctl reread >/dev/null && supervisorctl update >/dev/null
+  else
+    "$LEDGERFLOW_VENV/bin/supervisord" -c "$SUPERVISOR_CONF"
+    wait_for supervisord 20 supervisord_running
+  fi
+
+  start_program services:postgres
+  start_program services:redis
+  start_program services:kafka
+  wait_for PostgreSQL 60 pg_admin -d postgres -c 'SELECT 1'
+  wait_for Redis 30 redis-cli -p "$LEDGERFLOW_REDIS_PORT" -a "$LEDGERFLOW_REDIS_PASSWORD" --no-auth-warning ping
+  bootstrap_databases
+  python "$STACK_DIR/migrate.py" --seed
+  wait_for Kafka 120 port_open "$LEDGERFLOW_KAFKA_PORT"
+  python "$STACK_DIR/create_topics.py" --partitions "$LEDGERFLOW_TOPIC_PARTITIONS" $LEDGERFLOW_TOPICS
+}
+
+api_server_healthy() { curl -fsS "http://127.0.0.1:$LEDGERFLOW_AIRFLOW_PORT/api/v2/monitor/health"; }
+
+start_airflow() {
+  mkdir -p "$AIRFLOW_HOME"
+  say "migrating Airflow's metadata database"
+  airflow db migrate >"$LOG_DIR/airflow-db-migrate.log" 2>&1 || die "airflow db migrate failed; see $LOG_DIR/airflow-db-migrate.log"
+  (
+    umask 077
+    printf '{"%s": "%s"}\n' "$LEDGERFLOW_AIRFLOW_ADMIN_USER" "$LEDGERFLOW_AIRFLOW_ADMIN_PASSWORD" \
+      >"$AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"
+  )
+  local program
+  for program in api-server scheduler dag-processor triggerer; do start_program "airflow:airflow-$program"; done
+  wait_for "the Airflow API server" 180 api_server_healthy
+}
+
+cmd_up() {
+  local with_airflow=1
+  [ "${1:-}" = "--no-airflow" ] && with_airflow=0
+  require_free_ports $with_airflow
+  cmd_install
+  start_services
+  [ $with_airflow -eq 1 ] && start_airflow
+  cmd_status
+  [ $with_airflow -eq 1 ] && where_to_look
+  return 0
+}
+
+where_to_look() {
+  cat <<EOF
+
+Airflow UI   http://localhost:$LEDGERFLOW_AIRFLOW_PORT  (user $LEDGERFLOW_AIRFLOW_ADMIN_USER, password: LEDGERFLOW_AIRFLOW_ADMIN_PASSWORD in .env)
+PostgreSQL   make psql  (database $LEDGERFLOW_DB_NAME on 127.0.0.1:$LEDGERFLOW_PG_PORT as $LEDGERFLOW_DB_USER)
+Redis        make redis-cli  (127.0.0.1:$LEDGERFLOW_REDIS_PORT)
+Kafka        127.0.0.1:$LEDGERFLOW_KAFKA_PORT, topics $LEDGERFLOW_TOPICS
+Logs         $LOG_DIR
+Stop         make stop
+EOF
+}
+
+cmd_down() {
+  if supervisord_running; then
+    say "stopping every component"
+    supervisorctl shutdown >/dev/null
+    wait_for "supervisord shutdown" 120 bash -c "! [ -S '$LEDGERFLOW_STATE/supervisor/supervisor.sock' ] || ! kill -0 \$(cat '$LEDGERFLOW_STATE/supervisor/supervisord.pid' 2>/dev/null) 2>/dev/null"
+  fi
+  say "stopped"
+}
+
+cmd_status() {
+  printf '%-22s %-5s %-6s %s\n' COMPONENT STATE PORT DATA
+  local line program port data state
+  for line in \
+    "services:postgres|$LEDGERFLOW_PG_PORT|$(pg_root)/data" \
+    "services:redis|$LEDGERFLOW_REDIS_PORT|$REDIS_DATA" \
+    "services:kafka|$LEDGERFLOW_KAFKA_PORT|$KAFKA_DATA" \
+    "airflow:airflow-api-server|$LEDGERFLOW_AIRFLOW_PORT|$AIRFLOW_HOME (metadata in database $LEDGERFLOW_AIRFLOW_DB_NAME)" \
+    "airflow:airflow-scheduler|-|$AIRFLOW_HOME" \
+    "airflow:airflow-dag-processor|-|$AIRFLOW_HOME" \
+    "airflow:airflow-triggerer|-|$AIRFLOW_HOME"; do
+    IFS='|' read -r program port data <<<"$line"
+    state=down
+    program_running "$program" && state=up
+    printf '%-22s %-5s %-6s %s\n' "${program#*:}" "$state" "$port" "$data"
+  done
+}
+
+case "${1:-}" in
+  install) cmd_install ;;
+  up) shift; cmd_up "$@" ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  migrate) python "$STACK_DIR/migrate.py" ;;
+  *) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac

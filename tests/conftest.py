@@ -1,0 +1,19 @@
+"""Shared test settings.
+
+The suite runs under `include/stack/with-env` (that is what `make test` does), so the AIRFLOW_CONN_*
+connections, the LEDGERFLOW_* settings and the import path of the ledgerflow package come from the same
+place as they do for Airflow itself.
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _running_under_stack_env():
+    if "AIRFLOW_CONN_LEDGERFLOW_POSTGRES" not in os.environ:
+        pytest.exit("run the tests with `make test` (or under include/stack/with-env)", returncode=2)
