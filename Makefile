@@ -2,7 +2,7 @@
 STACK := include/stack/stack.sh
 WITH_ENV := include/stack/with-env
 
-.PHONY: run test stop status install migrate psql redis-cli
+.PHONY: run test stop status install migrate psql redis-cli secrets
 
 run:  ## install and start everything, apply the schema and sample data, say where to look
 	@$(STACK) up
@@ -28,3 +28,6 @@ psql:  ## a psql shell on the pipeline database
 
 redis-cli:  ## a redis-cli shell on the pipeline's Redis
 	@$(WITH_ENV) bash -c 'exec redis-cli -p "$$LEDGERFLOW_REDIS_PORT" -a "$$LEDGERFLOW_REDIS_PASSWORD" --no-auth-warning'
+
+secrets:  ## generate .env (the local stack's and docker compose's secrets) if it does not exist yet
+	@$(WITH_ENV) true && echo "secrets are in .env"

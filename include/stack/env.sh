@@ -26,11 +26,12 @@ if [ ! -s "$ledgerflow_secrets_file" ]; then
   )
 fi
 # Values already in the environment win over the file, as they do for docker compose.
-while IFS='=' read -r ledgerflow_key ledgerflow_value; do
-  case "$ledgerflow_key" in ''|'#'*) continue ;; esac
-  if [ -z "${!ledgerflow_key:-}" ]; then export "$ledgerflow_key=$ledgerflow_value"; fi
+while IFS= read -r ledgerflow_line; do
+  case "$ledgerflow_line" in ''|'#'*) continue ;; esac
+  ledgerflow_key="${ledgerflow_line%%=*}"
+  if [ -z "${!ledgerflow_key:-}" ]; then export "$ledgerflow_line"; fi
 done <"$ledgerflow_secrets_file"
-unset ledgerflow_key ledgerflow_value ledgerflow_secrets_file
+unset ledgerflow_line ledgerflow_key ledgerflow_secrets_file
 
 # shellcheck source=connections.sh
 . "$LEDGERFLOW_ROOT/include/stack/connections.sh"

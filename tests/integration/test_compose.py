@@ -1,0 +1,123 @@
+"""docker-compose.yaml describes the same system as the local stack.
+
+There is no Docker engine here, so this checks what can be checked without one: the file parses,
+every service the pipeline needs is there, and its connections, databases, topics and versions agree
+with the local stack's (include/stack/*) and requirements.txt.
+"""
+
+import os
+import re
+import xml.etree.ElementTree as ET
+
+import pytest
+import yaml
+from airflow.models.connection import Connection
+
+from tests.conftest import REPO_ROOT
+
+AIRFLOW_SERVICES = ["airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"]
+REQUIRED_SERVICES = ["postgres", "redis", "kafka", *AIRFLOW_SERVICES, "pgadmin", "redis-commander", "kafka-ui"]
+VARIABLE = re.compile(r"\$\{(\w+)(?::([?-])([^}]*))?\}")
+
+
+@pytest.fixture(scope="module")
+def compose():
+    return yaml.safe_load((REPO_ROOT / "docker-compose.yaml").read_text())
+
+
+def interpolate(value: str) -> str:
+    """Substitute ${VAR}, ${VAR:-default} and ${VAR:?error} as docker compose does, from this environment."""
+    def substitute(match):
+        name, kind, rest = match.groups()
+        if name in os.environ:
+            return os.environ[name]
+        assert kind == "-", f"${{{name}}} is required by docker-compose.yaml but not set"
+        return rest
+    return VARIABLE.sub(substitute, value)
+
+
+def local_connections() -> dict[str, Connection]:
+    return {key: Connection(uri=value) for key, value in os.environ.items() if key.startswith("AIRFLOW_CONN_")}
+
+
+def published_ports(service: dict) -> dict[int, int]:
+    """container port -> host port."""
+    mapping = {}
+    for entry in service.get("ports", []):
+        *_, host, container = interpolate(entry).split(":")
+        mapping[int(container)] = int(host)
+    return mapping
+
+
+def test_every_service_the_pipeline_needs_is_there(compose):
+    assert set(REQUIRED_SERVICES) <= set(compose["services"]), sorted(compose["services"])
+
+
+def test_airflow_services_define_the_same_connections_as_the_local_stack(compose):
+    local = local_connections()
+    for name in AIRFLOW_SERVICES:
+        environment = compose["services"][name]["environment"]
+        compose_conn_ids = {key for key in environment if key.startswith("AIRFLOW_CONN_")}
+        assert compose_conn_ids == set(local), name
+
+
+@pytest.mark.parametrize("conn_var", ["AIRFLOW_CONN_LEDGERFLOW_POSTGRES", "AIRFLOW_CONN_LEDGERFLOW_REDIS"])
+def test_database_connections_agree_with_the_local_stack(compose, conn_var):
+    local = local_connections()[conn_var]
+    in_compose = Connection(uri=interpolate(compose["services"]["airflow-scheduler"]["environment"][conn_var]))
+
+    assert (in_compose.conn_type, in_compose.login, in_compose.password, in_compose.schema) == (
+        local.conn_type, local.login, local.password, local.schema)
+    target = compose["services"][in_compose.host]  # the host is a compose service
+    assert published_ports(target)[in_compose.port] == local.port, "the service is published on the local stack's port"
+
+
+def test_kafka_connection_reaches_the_broker_inside_and_outside_compose(compose):
+    local_bootstrap = local_connections()["AIRFLOW_CONN_LEDGERFLOW_KAFKA"].extra_dejson["bootstrap.servers"]
+    in_compose = Connection(uri=interpolate(compose["services"]["airflow-scheduler"]["environment"]["AIRFLOW_CONN_LEDGERFLOW_KAFKA"]))
+    kafka = compose["services"]["kafka"]["environment"]
+
+    advertised = interpolate(kafka["KAFKA_ADVERTISED_LISTENERS"])
+    assert in_compose.extra_dejson["bootstrap.servers"] in advertised
+    assert "controller" in kafka["KAFKA_PROCESS_ROLES"], "KRaft mode, no ZooKeeper"
+    assert kafka["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+    local_port = int(local_bootstrap.rsplit(":", 1)[1])
+    assert f"localhost:{local_port}" in advertised
+    assert local_port in published_ports(compose["services"]["kafka"]).values()
+
+
+def test_airflow_metadata_database_matches_the_local_stack(compose):
+    url = interpolate(compose["services"]["airflow-scheduler"]["environment"]["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
+    local_url = os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    assert url.split("@")[0] == local_url.split("@")[0], "same driver, user and password"
+    assert url.rsplit("/", 1)[1] == local_url.rsplit("/", 1)[1], "same database name"
+
+
+def test_init_creates_the_same_topics_and_schema_with_the_project_commands(compose):
+    init = compose["services"]["airflow-init"]
+    script = init["command"][-1]
+    assert "include/stack/migrate.py --seed" in script
+    assert "include/stack/create_topics.py" in script
+    for topic in os.environ["LEDGERFLOW_TOPICS"].split():
+        assert topic in script
+    assert interpolate(init["environment"]["LEDGERFLOW_TOPIC_PARTITIONS"]) == os.environ["LEDGERFLOW_TOPIC_PARTITIONS"]
+
+
+def test_images_run_the_versions_the_local_stack_pins(compose):
+    pins = dict(line.split("==") for line in (REPO_ROOT / "requirements.txt").read_text().splitlines()
+                if "==" in line and not line.startswith("#"))
+    dockerfile = (REPO_ROOT / "include" / "docker" / "airflow.Dockerfile").read_text()
+    assert f"apache/airflow:{pins['apache-airflow']}-" in dockerfile
+    for package, version in re.findall(r'"([\w-]+)==([\w.]+)"', dockerfile):
+        assert pins[package] == version, package
+
+    pom = ET.parse(REPO_ROOT / "include" / "stack" / "pom.xml").getroot()
+    kafka_version = pom.find("{http://maven.apache.org/POM/4.0.0}properties/{http://maven.apache.org/POM/4.0.0}kafka.version").text
+    assert compose["services"]["kafka"]["image"] == f"apache/kafka:{kafka_version}"
+
+
+def test_compose_holds_no_credentials(compose):
+    text = (REPO_ROOT / "docker-compose.yaml").read_text()
+    for name in ("LEDGERFLOW_DB_PASSWORD", "LEDGERFLOW_REDIS_PASSWORD", "LEDGERFLOW_AIRFLOW_DB_PASSWORD"):
+        assert os.environ[name] not in text
+    assert not re.search(r"PASSWORD: (?!\$\{)", text), "every password comes from .env"
