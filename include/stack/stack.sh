@@ -56,9 +56,10 @@ install_kafka() {
   sum=$(sha256sum "$STACK_DIR/pom.xml" | cut -d' ' -f1)
   stamp_matches "$stamp" "$sum" && return
   say "resolving the Kafka broker jars from Maven Central"
-  rm -rf "$KAFKA_LIBS" && mkdir -p "$KAFKA_LIBS"
-  mvn -q -B -Dstyle.color=never -f "$STACK_DIR/pom.xml" dependency:copy-dependencies \
-    -DincludeScope=runtime -DoutputDirectory="$KAFKA_LIBS"
+  rm -rf "$KAFKA_LIBS" && mkdir -p "$KAFKA_LIBS" "$LOG_DIR"
+  mvn -B -f "$STACK_DIR/pom.xml" dependency:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$KAFKA_LIBS" >"$LOG_DIR/mvn.log" 2>&1 ||
+    die "resolving the Kafka jars failed; see $LOG_DIR/mvn.log"
   echo "$sum" >"$stamp"
 }
 
