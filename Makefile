@@ -2,7 +2,7 @@
 STACK := include/stack/stack.sh
 WITH_ENV := include/stack/with-env
 
-.PHONY: run test stop status install migrate psql redis-cli secrets
+.PHONY: run test stop status install migrate psql redis-cli secrets schemas check-rules
 
 run:  ## install and start everything, apply the schema and sample data, say where to look
 	@$(STACK) up
@@ -31,3 +31,9 @@ redis-cli:  ## a redis-cli shell on the pipeline's Redis
 
 secrets:  ## generate .env (the local stack's and docker compose's secrets) if it does not exist yet
 	@$(WITH_ENV) true && echo "secrets are in .env"
+
+schemas:  ## regenerate the Kafka message JSON Schemas in include/schemas from the message definitions
+	@$(WITH_ENV) python -m ledgerflow.core.messages include/schemas
+
+check-rules:  ## validate include/rules.yaml
+	@$(WITH_ENV) python -m ledgerflow.core.config include/rules.yaml

@@ -1,0 +1,1 @@
+"""The pure domain core: nothing here imports Airflow, Kafka, Redis or a database driver."""

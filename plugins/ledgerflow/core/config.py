@@ -1,0 +1,101 @@
+"""The rules configuration (include/rules.yaml): typed, validated on load, with errors that name the key.
+
+    python -m ledgerflow.core.config include/rules.yaml    # validate a file
+"""
+
+import sys
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+
+from ledgerflow.core.money import InvalidAmount, has_at_most_two_decimals, to_money
+
+RiskLevel = Literal["LOW", "MEDIUM", "HIGH"]
+Score = Annotated[int, msgspec.Meta(ge=0, le=100)]
+
+DEFAULT_RULES_PATH = Path(__file__).resolve().parents[3] / "include" / "rules.yaml"
+
+
+class RulesConfigError(ValueError):
+    """The rules file is missing, malformed or holds a value that is out of range."""
+
+
+def _require_money(key: str, value: Decimal) -> None:
+    try:
+        to_money(value)
+    except InvalidAmount as error:
+        raise ValueError(f"{key}: {error}") from None
+    if value < 0 or not has_at_most_two_decimals(value):
+        raise ValueError(f"{key}: must be a non-negative amount with at most two decimals, got {value}")
+
+
+class AmountTier(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    over: Decimal
+    points: Score
+
+
+class RiskConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    amount_tiers: list[AmountTier]
+    customer_risk_points: dict[RiskLevel, Score]
+    max_score: Score
+
+    def __post_init__(self):
+        for index, tier in enumerate(self.amount_tiers):
+            _require_money(f"risk.amount_tiers[{index}].over", tier.over)
+        thresholds = [tier.over for tier in self.amount_tiers]
+        if thresholds != sorted(set(thresholds), reverse=True):
+            raise ValueError("risk.amount_tiers: thresholds must be distinct and listed highest first")
+        points = [tier.points for tier in self.amount_tiers]
+        if points != sorted(points, reverse=True):
+            raise ValueError("risk.amount_tiers: a higher threshold must not add fewer points than a lower one")
+        missing = {"LOW", "MEDIUM", "HIGH"} - set(self.customer_risk_points)
+        if missing:
+            raise ValueError(f"risk.customer_risk_points: missing {', '.join(sorted(missing))}")
+
+
+class ClearanceConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    manual_review_above_score: Score
+    conditions_from_score: Score
+    manual_review_above_amount: Decimal
+
+    def __post_init__(self):
+        _require_money("clearance.manual_review_above_amount", self.manual_review_above_amount)
+        if self.conditions_from_score > self.manual_review_above_score:
+            raise ValueError("clearance.conditions_from_score: must not exceed clearance.manual_review_above_score")
+
+
+class RulesConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    risk: RiskConfig
+    clearance: ClearanceConfig
+
+
+def parse_rules(text: bytes | str, source: str = "rules") -> RulesConfig:
+    try:
+        return msgspec.yaml.decode(text, type=RulesConfig)
+    except (msgspec.ValidationError, msgspec.DecodeError) as error:
+        raise RulesConfigError(f"{source}: {error}") from None
+
+
+def load_rules(path: Path | str = DEFAULT_RULES_PATH) -> RulesConfig:
+    try:
+        text = Path(path).read_bytes()
+    except OSError as error:
+        raise RulesConfigError(f"{path}: cannot read the rules file ({error.strerror})") from None
+    return parse_rules(text, source=str(path))
+
+
+def main(argv: list[str]) -> int:
+    path = argv[0] if argv else DEFAULT_RULES_PATH
+    try:
+        load_rules(path)
+    except RulesConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"{path}: valid")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,144 @@
+"""The Kafka message contracts, versioned: one typed definition gives the decoder and the JSON Schema.
+
+    financial-transactions  TransactionV1   (schema tag "ledgerflow.transaction.v1")
+    cleared-transactions    ClearedV1       (schema tag "ledgerflow.cleared.v1")
+
+Amounts travel as decimal strings. Decoding never raises on bad input: it returns the typed message
+or an InvalidMessage whose reason says what and where (for the dead-letter topic). Unknown fields are
+ignored, so adding a field is compatible; anything else gets a new tag.
+
+    python -m ledgerflow.core.messages DIR     # write the JSON Schemas to DIR
+"""
+
+import json
+import sys
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated
+
+import msgspec
+
+from ledgerflow.core.config import RiskLevel
+from ledgerflow.core.money import InvalidAmount, to_money
+from ledgerflow.core.reasons import ReasonCode
+from ledgerflow.core.states import Status
+
+Identifier = Annotated[str, msgspec.Meta(min_length=1, max_length=50)]
+Score = Annotated[int, msgspec.Meta(ge=0, le=100)]
+
+
+def _require_money(field: str, value: Decimal | None) -> None:
+    if value is None:
+        return
+    try:
+        to_money(value)
+    except InvalidAmount as error:
+        raise ValueError(f"`{field}`: {error}") from None
+
+
+def _require_timezone(field: str, value: datetime) -> None:
+    if value.tzinfo is None:
+        raise ValueError(f"`{field}` must carry a UTC offset")
+
+
+class Customer(msgspec.Struct, frozen=True):
+    customer_id: Identifier
+    name: str
+    risk_level: RiskLevel
+
+
+class TransactionV1(msgspec.Struct, frozen=True, tag_field="schema", tag="ledgerflow.transaction.v1"):
+    """A pending transaction, enriched and risk-scored by produce."""
+    transaction_id: Identifier
+    amount: Decimal
+    from_account: Identifier
+    to_account: Identifier
+    transaction_type: str
+    description: str | None
+    created_at: datetime
+    from_customer: Customer
+    to_customer: Customer
+    from_account_type: str
+    to_account_type: str
+    from_balance: Decimal
+    to_balance: Decimal
+    risk_score: Score
+
+    def __post_init__(self):
+        for field in ("amount", "from_balance", "to_balance"):
+            _require_money(field, getattr(self, field))
+        _require_timezone("created_at", self.created_at)
+
+
+PUBLISHED_CLEARANCE_OUTCOMES = frozenset({Status.CLEARED, Status.CLEARED_WITH_CONDITIONS, Status.REJECTED})
+
+
+class ClearedV1(msgspec.Struct, frozen=True, tag_field="schema", tag="ledgerflow.cleared.v1"):
+    """A clearance outcome: cleared or cleared with conditions goes on to settle; rejected is recorded."""
+    transaction_id: Identifier
+    status: Status
+    reason_code: ReasonCode
+    reason: str
+    amount: Decimal
+    from_account: Identifier
+    to_account: Identifier
+    risk_score: Score
+    from_customer: Customer
+    to_customer: Customer
+    available_balance: Decimal | None
+    cleared_at: datetime
+
+    def __post_init__(self):
+        if self.status not in PUBLISHED_CLEARANCE_OUTCOMES:
+            raise ValueError(f"`status` {self.status} is not a published clearance outcome")
+        _require_money("amount", self.amount)
+        _require_money("available_balance", self.available_balance)
+        _require_timezone("cleared_at", self.cleared_at)
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidMessage:
+    reason: str
+
+
+_encoder = msgspec.json.Encoder()
+_transaction_decoder = msgspec.json.Decoder(TransactionV1)
+_cleared_decoder = msgspec.json.Decoder(ClearedV1)
+
+
+def encode(message: TransactionV1 | ClearedV1) -> bytes:
+    return _encoder.encode(message)
+
+
+def _decode(decoder: msgspec.json.Decoder, data: bytes):
+    try:
+        return decoder.decode(data)
+    except (msgspec.ValidationError, msgspec.DecodeError) as error:
+        return InvalidMessage(str(error))
+
+
+def decode_transaction(data: bytes) -> TransactionV1 | InvalidMessage:
+    return _decode(_transaction_decoder, data)
+
+
+def decode_cleared(data: bytes) -> ClearedV1 | InvalidMessage:
+    return _decode(_cleared_decoder, data)
+
+
+SCHEMAS = {"ledgerflow.transaction.v1": TransactionV1, "ledgerflow.cleared.v1": ClearedV1}
+
+
+def json_schema_documents() -> dict[str, str]:
+    """File name -> JSON Schema text, as checked in under include/schemas."""
+    return {f"{tag}.schema.json": json.dumps(msgspec.json.schema(struct), indent=2, sort_keys=True) + "\n"
+            for tag, struct in SCHEMAS.items()}
+
+
+if __name__ == "__main__":
+    target = Path(sys.argv[1])
+    target.mkdir(parents=True, exist_ok=True)
+    for name, text in json_schema_documents().items():
+        (target / name).write_text(text)
+        print(f"wrote {target / name}")

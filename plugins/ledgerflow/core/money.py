@@ -1,0 +1,30 @@
+"""Exact money: Decimal with at most two decimals, never float; the database holds NUMERIC."""
+
+from decimal import Decimal, InvalidOperation
+
+CENT = Decimal("0.01")
+# The largest amount PostgreSQL's NUMERIC(15,2) range holds, which the money_amount domain enforces.
+MAX_AMOUNT = Decimal("9999999999999.99")
+
+
+class InvalidAmount(ValueError):
+    """A value that is not an exact, finite amount of money."""
+
+
+def to_money(value: str | int | Decimal) -> Decimal:
+    """Parse an amount exactly. Floats are refused: they cannot represent most cents."""
+    if isinstance(value, (float, bool)):
+        raise InvalidAmount(f"{value!r} is a {type(value).__name__}; money is a decimal string or Decimal")
+    try:
+        amount = Decimal(value)
+    except (InvalidOperation, TypeError, ValueError):
+        raise InvalidAmount(f"{value!r} is not a decimal number") from None
+    if not amount.is_finite():
+        raise InvalidAmount(f"{value} is not a finite amount")
+    if abs(amount) > MAX_AMOUNT:
+        raise InvalidAmount(f"{value} exceeds the largest amount, {MAX_AMOUNT}")
+    return amount
+
+
+def has_at_most_two_decimals(amount: Decimal) -> bool:
+    return amount.as_tuple().exponent >= -2

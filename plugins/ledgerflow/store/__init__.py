@@ -1,0 +1,1 @@
+"""Adapters between the domain core and the services, on the Airflow providers' hooks."""

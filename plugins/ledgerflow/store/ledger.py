@@ -1,0 +1,129 @@
+"""The ledger in PostgreSQL: guarded status transitions and atomic settlement, set-based.
+
+Functions take a psycopg 3 connection (PostgresHook(...).get_conn()) in autocommit mode and run
+each unit of work in one database transaction. The database audits every status change itself
+(trigger on transactions); these functions only name the actor, via AuditContext.
+"""
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from ledgerflow.core.audit import AuditContext
+from ledgerflow.core.reasons import ReasonCode
+from ledgerflow.core.settlement import Refused, Settled, Transfer, settle_in_order
+from ledgerflow.core.states import SETTLEABLE, Status, StatusChange
+
+SET_AUDIT_CONTEXT = "SELECT set_config(name, value, true) FROM unnest(%s::text[], %s::text[]) AS s(name, value)"
+
+APPLY_STATUS_CHANGES = """
+UPDATE transactions t
+   SET status = c.new_status, status_reason_code = c.reason_code, status_message = c.message
+  FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[])
+       AS c(transaction_id, expected, new_status, reason_code, message)
+ WHERE t.transaction_id = c.transaction_id AND t.status = c.expected
+RETURNING t.transaction_id"""
+
+LOCK_TRANSACTIONS = """
+SELECT transaction_id, status, from_account, to_account, amount FROM transactions
+ WHERE transaction_id = ANY(%s) ORDER BY transaction_id FOR UPDATE"""
+
+LOCK_ACCOUNTS = """
+SELECT account_number, balance FROM accounts
+ WHERE account_number = ANY(%s) ORDER BY account_number FOR UPDATE"""
+
+UPDATE_BALANCES = """
+UPDATE accounts a SET balance = u.balance
+  FROM unnest(%s::text[], %s::numeric[]) AS u(account_number, balance)
+ WHERE a.account_number = u.account_number"""
+
+INSERT_POSTINGS = """
+INSERT INTO journal_postings (transaction_id, account_number, direction, amount, balance_after)
+SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::numeric[], %s::numeric[])"""
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionResult:
+    applied: list[str]
+    duplicates: list[str]  # not in the expected status any more (or unknown): nothing was changed
+
+
+@dataclass(frozen=True, slots=True)
+class SettlementResult:
+    outcomes: list[Settled | Refused]
+    not_settleable: dict[str, str]  # transaction id -> its status (settled already, rejected, ...)
+
+
+def _set_audit_context(cursor, context: AuditContext) -> None:
+    settings = context.settings()
+    cursor.execute(SET_AUDIT_CONTEXT, (list(settings), list(settings.values())))
+
+
+def _first_per_transaction(items: Iterable, key) -> list:
+    seen: dict[str, object] = {}
+    for item in items:
+        seen.setdefault(key(item), item)
+    return list(seen.values())
+
+
+def _apply_status_changes(cursor, changes: Sequence[StatusChange]) -> TransitionResult:
+    cursor.execute(APPLY_STATUS_CHANGES, (
+        [c.transaction_id for c in changes], [c.expected.value for c in changes], [c.new.value for c in changes],
+        [c.reason_code.value for c in changes], [c.message for c in changes]))
+    applied = {row[0] for row in cursor.fetchall()}
+    return TransitionResult(applied=[c.transaction_id for c in changes if c.transaction_id in applied],
+                            duplicates=[c.transaction_id for c in changes if c.transaction_id not in applied])
+
+
+def transition(conn, changes: Iterable[StatusChange], context: AuditContext) -> TransitionResult:
+    """Apply guarded transitions in one statement and one database transaction. A change whose
+    transaction is no longer in its expected status is reported as a duplicate and changes nothing."""
+    changes = _first_per_transaction(changes, lambda c: c.transaction_id)
+    with conn.transaction(), conn.cursor() as cursor:
+        _set_audit_context(cursor, context)
+        return _apply_status_changes(cursor, changes)
+
+
+def settle(conn, transaction_ids: Iterable[str], context: AuditContext) -> SettlementResult:
+    """Settle a batch atomically, in the given order: lock its transactions, then its accounts in a fixed
+    order; apply each transfer as the database records it (the message only says which and in what order);
+    write balances, journal postings and the settled/rejected transitions. A transaction that is not
+    cleared (or cleared with conditions) any more is skipped, so a replayed batch settles nothing twice."""
+    ordered_ids = list(dict.fromkeys(transaction_ids))
+    with conn.transaction(), conn.cursor() as cursor:
+        _set_audit_context(cursor, context)
+        cursor.execute(LOCK_TRANSACTIONS, (ordered_ids,))
+        statuses, recorded = {}, {}
+        for transaction_id, status, from_account, to_account, amount in cursor.fetchall():
+            statuses[transaction_id] = Status(status)
+            recorded[transaction_id] = Transfer(transaction_id, from_account, to_account, amount)
+        settleable = [recorded[i] for i in ordered_ids if statuses.get(i) in SETTLEABLE]
+        not_settleable = {i: str(statuses.get(i, "unknown")) for i in ordered_ids if statuses.get(i) not in SETTLEABLE}
+        if not settleable:
+            return SettlementResult([], not_settleable)
+
+        cursor.execute(LOCK_ACCOUNTS, (sorted({n for t in settleable for n in (t.from_account, t.to_account)}),))
+        balances = dict(cursor.fetchall())
+        opening = dict(balances)
+        outcomes = settle_in_order(balances, settleable)
+
+        changed = [number for number, balance in balances.items() if balance != opening[number]]
+        cursor.execute(UPDATE_BALANCES, (changed, [balances[number] for number in changed]))
+        settled = [o for o in outcomes if isinstance(o, Settled)]
+        cursor.execute(INSERT_POSTINGS, (
+            [o.transfer.transaction_id for o in settled for _ in (0, 1)],
+            [n for o in settled for n in (o.transfer.from_account, o.transfer.to_account)],
+            ["DEBIT", "CREDIT"] * len(settled),
+            [o.transfer.amount for o in settled for _ in (0, 1)],
+            [b for o in settled for b in (o.from_balance_after, o.to_balance_after)]))
+        _apply_status_changes(cursor, [_settlement_change(o, statuses[o.transfer.transaction_id]) for o in outcomes])
+        return SettlementResult(outcomes, not_settleable)
+
+
+def _settlement_change(outcome: Settled | Refused, status: Status) -> StatusChange:
+    transfer = outcome.transfer
+    if isinstance(outcome, Settled):
+        return StatusChange(transfer.transaction_id, status, Status.SETTLED, ReasonCode.SETTLED,
+                            f"settled {transfer.amount} from {transfer.from_account} to {transfer.to_account}")
+    return StatusChange(transfer.transaction_id, status, Status.REJECTED, ReasonCode.INSUFFICIENT_FUNDS_AT_SETTLEMENT,
+                        f"balance {outcome.available_balance} of {transfer.from_account} no longer covers "
+                        f"{transfer.amount}")
