@@ -1,0 +1,80 @@
+"""Fixtures on the real PostgreSQL of the local stack.
+
+Tests create their own customers, accounts and transactions under a unique prefix and never touch
+the sample data, so they can run against a database someone is also using for `make run`.
+"""
+
+import uuid
+from decimal import Decimal
+
+import pytest
+from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+
+@pytest.fixture
+def pg():
+    """A psycopg 3 connection in autocommit mode, as the ledger functions expect."""
+    conn = PostgresHook(postgres_conn_id="ledgerflow_postgres").get_conn()
+    conn.autocommit = True
+    yield conn
+    conn.close()
+
+
+class LedgerFixture:
+    def __init__(self, conn):
+        self.conn = conn
+        self.prefix = f"T{uuid.uuid4().hex[:10]}"
+        self.customer = f"{self.prefix}-C"
+        conn.execute("INSERT INTO customers (customer_id, name, risk_level) VALUES (%s, 'Test Customer', 'LOW')",
+                     (self.customer,))
+
+    def accounts(self, *balances: str) -> list[str]:
+        numbers = [f"{self.prefix}-A{i}" for i in range(len(balances))]
+        with self.conn.cursor() as cursor:
+            cursor.executemany(
+                "INSERT INTO accounts (account_number, customer_id, account_type, balance) VALUES (%s, %s, 'CHECKING', %s)",
+                [(number, self.customer, Decimal(balance)) for number, balance in zip(numbers, balances)])
+        return numbers
+
+    def transactions(self, *transfers: tuple[str, str, str], status: str = "pending") -> list[str]:
+        """Insert (from, to, amount) transfers; with a status other than pending, move them there by a
+        direct, audited update as a repair script would."""
+        ids = [f"{self.prefix}-X{uuid.uuid4().hex[:8]}" for _ in transfers]
+        with self.conn.transaction(), self.conn.cursor() as cursor:
+            cursor.executemany(
+                "INSERT INTO transactions (transaction_id, amount, from_account, to_account) VALUES (%s, %s, %s, %s)",
+                [(i, Decimal(amount), a, b) for i, (a, b, amount) in zip(ids, transfers)])
+            if status != "pending":
+                cursor.execute("UPDATE transactions SET status = %s, status_reason_code = 'CLEARED' "
+                               "WHERE transaction_id = ANY(%s)", (status, ids))
+        return ids
+
+    def balances(self, numbers) -> dict[str, Decimal]:
+        return dict(self.conn.execute("SELECT account_number, balance FROM accounts WHERE account_number = ANY(%s)",
+                                      (list(numbers),)).fetchall())
+
+    def statuses(self, ids) -> dict[str, str]:
+        return dict(self.conn.execute("SELECT transaction_id, status FROM transactions WHERE transaction_id = ANY(%s)",
+                                      (list(ids),)).fetchall())
+
+    def audit(self, transaction_id) -> list[tuple]:
+        return self.conn.execute(
+            "SELECT old_status, new_status, reason_code, changed_by, dag_id, run_id, task_id, try_number, map_index "
+            "FROM transaction_audit WHERE transaction_id = %s ORDER BY id", (transaction_id,)).fetchall()
+
+    def reconciliation_gaps(self, numbers) -> list[tuple]:
+        """Accounts whose balance differs from opening balance plus journal postings."""
+        return self.conn.execute("""
+            SELECT a.account_number, a.balance, a.opening_balance + coalesce(sum(
+                       CASE p.direction WHEN 'CREDIT' THEN p.amount ELSE -p.amount END), 0)
+              FROM accounts a LEFT JOIN journal_postings p USING (account_number)
+             WHERE a.account_number = ANY(%s)
+             GROUP BY a.account_number, a.balance, a.opening_balance
+            HAVING a.balance <> a.opening_balance + coalesce(sum(
+                       CASE p.direction WHEN 'CREDIT' THEN p.amount ELSE -p.amount END), 0)""",
+                                 (list(numbers),)).fetchall()
+
+
+@pytest.fixture
+def ledger(pg):
+    return LedgerFixture(pg)

@@ -1,0 +1,167 @@
+"""Guarded transitions and atomic settlement against the real PostgreSQL."""
+
+import threading
+from decimal import Decimal
+
+import pytest
+from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+from ledgerflow.core.audit import AuditContext
+from ledgerflow.core.reasons import ReasonCode
+from ledgerflow.core.settlement import Refused, Settled
+from ledgerflow.core.states import IllegalTransition, Status, StatusChange
+from ledgerflow.store.ledger import settle, transition
+
+AIRFLOW = AuditContext(changed_by="airflow", dag_id="ledgerflow_clear", run_id="manual__2026-11-25T09:00:00",
+                       task_id="clear_batch", try_number=2, map_index=-1)
+D = Decimal
+
+
+def cleared(transaction_id, status=Status.CLEARED):
+    return StatusChange(transaction_id, Status.PENDING, status, ReasonCode.CLEARED, "risk score 0 is below 40")
+
+
+def test_a_transition_applied_twice_writes_one_audit_row_and_reports_the_duplicate(ledger):
+    accounts = ledger.accounts("100.00", "0.00")
+    [transaction_id] = ledger.transactions((accounts[0], accounts[1], "10.00"))
+
+    first = transition(ledger.conn, [cleared(transaction_id)], AIRFLOW)
+    second = transition(ledger.conn, [cleared(transaction_id)], AIRFLOW)
+
+    assert (first.applied, first.duplicates) == ([transaction_id], [])
+    assert (second.applied, second.duplicates) == ([], [transaction_id])
+    assert ledger.audit(transaction_id) == [
+        ("pending", "cleared", "CLEARED", "airflow", "ledgerflow_clear", "manual__2026-11-25T09:00:00",
+         "clear_batch", 2, -1)]
+
+
+def test_a_batch_of_transitions_applies_each_once_even_if_listed_twice(ledger):
+    accounts = ledger.accounts("100.00", "0.00")
+    ids = ledger.transactions(*[(accounts[0], accounts[1], "1.00")] * 3)
+
+    result = transition(ledger.conn, [cleared(ids[0]), cleared(ids[1]), cleared(ids[0]), cleared(ids[2])], AIRFLOW)
+
+    assert result.applied == ids and result.duplicates == []
+    assert [len(ledger.audit(i)) for i in ids] == [1, 1, 1]
+
+
+def test_an_illegal_transition_cannot_even_be_requested():
+    with pytest.raises(IllegalTransition, match="pending -> settled"):
+        StatusChange("T1", Status.PENDING, Status.SETTLED, ReasonCode.SETTLED, "skip clearance")
+
+
+def test_changes_outside_airflow_are_audited_without_airflow_context(ledger):
+    accounts = ledger.accounts("100.00", "0.00")
+    [transaction_id] = ledger.transactions((accounts[0], accounts[1], "10.00"))
+
+    transition(ledger.conn, [cleared(transaction_id)], AuditContext(changed_by="ops:jane"))
+
+    assert ledger.audit(transaction_id) == [
+        ("pending", "cleared", "CLEARED", "ops:jane", None, None, None, None, None)]
+
+
+def test_settlement_records_before_and_after_balances_postings_and_transitions(ledger):
+    source, destination = ledger.accounts("100.00", "5.00")
+    ids = ledger.transactions((source, destination, "60.00"), (source, destination, "50.00"),
+                              (source, destination, "40.00"), status="cleared")
+
+    result = settle(ledger.conn, ids, AIRFLOW)
+
+    assert [type(o) for o in result.outcomes] == [Settled, Refused, Settled]
+    first, refused, last = result.outcomes
+    assert (first.from_balance_before, first.from_balance_after, first.to_balance_before, first.to_balance_after) == (
+        D("100.00"), D("40.00"), D("5.00"), D("65.00"))
+    assert refused.available_balance == D("40.00")
+    assert (last.from_balance_before, last.from_balance_after) == (D("40.00"), D("0.00"))
+    assert ledger.balances([source, destination]) == {source: D("0.00"), destination: D("105.00")}
+    assert ledger.statuses(ids) == {ids[0]: "settled", ids[1]: "rejected", ids[2]: "settled"}
+    assert [row[:3] for row in ledger.audit(ids[1])] == [
+        ("pending", "cleared", "CLEARED"), ("cleared", "rejected", "INSUFFICIENT_FUNDS_AT_SETTLEMENT")]
+    assert ledger.reconciliation_gaps([source, destination]) == []
+
+
+def test_settling_the_same_batch_again_changes_nothing(ledger):
+    source, destination = ledger.accounts("100.00", "0.00")
+    ids = ledger.transactions((source, destination, "30.00"), (source, destination, "20.00"), status="cleared")
+    settle(ledger.conn, ids, AIRFLOW)
+    balances = ledger.balances([source, destination])
+
+    replay = settle(ledger.conn, list(reversed(ids)) + ids, AIRFLOW)
+
+    assert replay.outcomes == [] and replay.not_settleable == {ids[0]: "settled", ids[1]: "settled"}
+    assert ledger.balances([source, destination]) == balances
+    assert [len(ledger.audit(i)) for i in ids] == [2, 2]
+
+
+def test_cleared_with_conditions_settles_too(ledger):
+    source, destination = ledger.accounts("100.00", "0.00")
+    [transaction_id] = ledger.transactions((source, destination, "30.00"), status="cleared_with_conditions")
+
+    settle(ledger.conn, [transaction_id], AIRFLOW)
+
+    assert ledger.statuses([transaction_id]) == {transaction_id: "settled"}
+
+
+def test_only_cleared_transactions_settle(ledger):
+    source, destination = ledger.accounts("100.00", "0.00")
+    [pending] = ledger.transactions((source, destination, "30.00"))
+
+    result = settle(ledger.conn, [pending, "no-such-transaction"], AIRFLOW)
+
+    assert result.outcomes == []
+    assert result.not_settleable == {pending: "pending", "no-such-transaction": "unknown"}
+    assert ledger.balances([source]) == {source: D("100.00")}
+
+
+def run_concurrently(jobs):
+    """Run each job in its own thread with its own connection; re-raise the first error."""
+    errors, barrier = [], threading.Barrier(len(jobs))
+
+    def worker(job):
+        conn = PostgresHook(postgres_conn_id="ledgerflow_postgres").get_conn()
+        conn.autocommit = True
+        try:
+            barrier.wait()
+            job(conn)
+        except Exception as error:  # noqa: BLE001 - collected and re-raised in the test's thread
+            errors.append(error)
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=worker, args=(job,)) for job in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    if errors:
+        raise errors[0]
+
+
+def test_concurrent_debits_of_one_account_never_take_it_below_zero(ledger):
+    source, *destinations = ledger.accounts("1000.00", "0.00", "0.00", "0.00")
+    ids = ledger.transactions(*[(source, destinations[i % 3], "100.00") for i in range(30)], status="cleared")
+    total_before = sum(ledger.balances([source, *destinations]).values())
+    batches = [ids[i::6] for i in range(6)]
+
+    run_concurrently([lambda conn, batch=batch: settle(conn, batch, AIRFLOW) for batch in batches])
+
+    statuses = ledger.statuses(ids)
+    assert sorted(statuses.values()).count("settled") == 10
+    assert sorted(statuses.values()).count("rejected") == 20
+    balances = ledger.balances([source, *destinations])
+    assert balances[source] == D("0.00")
+    assert sum(balances.values()) == total_before
+    assert ledger.reconciliation_gaps([source, *destinations]) == []
+
+
+def test_the_same_batch_settled_by_two_workers_at_once_settles_once(ledger):
+    source, destination = ledger.accounts("500.00", "0.00")
+    ids = ledger.transactions(*[(source, destination, "10.00")] * 20, status="cleared")
+
+    run_concurrently([lambda conn: settle(conn, ids, AIRFLOW), lambda conn: settle(conn, list(reversed(ids)), AIRFLOW)])
+
+    assert set(ledger.statuses(ids).values()) == {"settled"}
+    assert ledger.balances([source, destination]) == {source: D("300.00"), destination: D("200.00")}
+    count = ledger.conn.execute("SELECT count(*) FROM journal_postings WHERE transaction_id = ANY(%s)", (ids,)).fetchone()[0]
+    assert count == 40
+    assert ledger.reconciliation_gaps([source, destination]) == []

@@ -1,0 +1,62 @@
+"""The state machine and exact money."""
+
+from decimal import Decimal
+
+import pytest
+
+from ledgerflow.core.money import InvalidAmount, has_at_most_two_decimals, to_money
+from ledgerflow.core.reasons import ReasonCode
+from ledgerflow.core.states import (SETTLEABLE, TERMINAL, TRANSITIONS, IllegalTransition, Status, StatusChange,
+                                    require_transition)
+
+S = Status
+
+
+def test_transitions_are_the_specified_ones():
+    legal = {(old, new) for old, targets in TRANSITIONS.items() for new in targets}
+    assert legal == {
+        (S.PENDING, S.CLEARED), (S.PENDING, S.CLEARED_WITH_CONDITIONS), (S.PENDING, S.REQUIRES_MANUAL_REVIEW),
+        (S.PENDING, S.REJECTED), (S.CLEARED, S.SETTLED), (S.CLEARED, S.REJECTED),
+        (S.CLEARED_WITH_CONDITIONS, S.SETTLED), (S.CLEARED_WITH_CONDITIONS, S.REJECTED),
+        (S.REQUIRES_MANUAL_REVIEW, S.CLEARED), (S.REQUIRES_MANUAL_REVIEW, S.REJECTED)}
+    assert TERMINAL == {S.SETTLED, S.REJECTED}
+    assert SETTLEABLE == {S.CLEARED, S.CLEARED_WITH_CONDITIONS}
+
+
+@pytest.mark.parametrize(("old", "new"), [(S.PENDING, S.SETTLED), (S.SETTLED, S.REJECTED), (S.REJECTED, S.PENDING),
+                                          (S.REQUIRES_MANUAL_REVIEW, S.SETTLED), (S.CLEARED, S.CLEARED),
+                                          (S.CLEARED, S.PENDING)])
+def test_illegal_transitions_are_refused(old, new):
+    with pytest.raises(IllegalTransition, match=f"illegal status transition {old} -> {new}"):
+        require_transition(old, new)
+    with pytest.raises(IllegalTransition):
+        StatusChange("T1", old, new, ReasonCode.SETTLED, "no")
+
+
+def test_every_status_is_reachable_from_pending_and_every_path_ends_terminal():
+    reachable, frontier = {S.PENDING}, [S.PENDING]
+    while frontier:
+        for new in TRANSITIONS[frontier.pop()] - reachable:
+            reachable.add(new)
+            frontier.append(new)
+    assert reachable == set(Status)
+    assert all(TRANSITIONS[status] or status in TERMINAL for status in Status)
+
+
+@pytest.mark.parametrize(("value", "expected"), [("1500.00", Decimal("1500.00")), (7, Decimal(7)),
+                                                 (Decimal("0.01"), Decimal("0.01")), ("-2.50", Decimal("-2.50"))])
+def test_to_money_is_exact(value, expected):
+    amount = to_money(value)
+    assert amount == expected and str(amount) == str(expected)
+
+
+@pytest.mark.parametrize("value", [0.1, True, "NaN", "Infinity", "abc", "", "1e14", None])
+def test_to_money_refuses_what_is_not_an_exact_finite_amount(value):
+    with pytest.raises(InvalidAmount):
+        to_money(value)
+
+
+@pytest.mark.parametrize(("value", "expected"), [("1", True), ("1.5", True), ("1.50", True), ("1.005", False),
+                                                 ("1.500", False), ("1E+2", True)])
+def test_has_at_most_two_decimals(value, expected):
+    assert has_at_most_two_decimals(Decimal(value)) is expected
