@@ -12,7 +12,7 @@
 : "${LEDGERFLOW_AIRFLOW_DB_USER:=airflow}"
 : "${LEDGERFLOW_AIRFLOW_ADMIN_USER:=admin}"
 
-: "${LEDGERFLOW_TOPICS:=financial-transactions cleared-transactions}"
+: "${LEDGERFLOW_TOPICS:=financial-transactions cleared-transactions financial-transactions.dlq cleared-transactions.dlq}"
 : "${LEDGERFLOW_TOPIC_PARTITIONS:=3}"
 : "${LEDGERFLOW_KAFKA_HEAP:=1g}"
 

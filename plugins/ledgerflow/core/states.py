@@ -10,6 +10,7 @@ other change, whoever makes it.
 """
 
 from dataclasses import dataclass
+from decimal import Decimal
 from enum import StrEnum
 
 from ledgerflow.core.reasons import ReasonCode
@@ -52,12 +53,15 @@ def require_transition(old: Status, new: Status) -> None:
 @dataclass(frozen=True, slots=True)
 class StatusChange:
     """One guarded transition: applies only if the transaction is still in `expected`.
-    An illegal change cannot be constructed."""
+    An illegal change cannot be constructed. Clearance also records the risk score and the source
+    balance its decision saw."""
     transaction_id: str
     expected: Status
     new: Status
     reason_code: ReasonCode
     message: str
+    risk_score: int | None = None
+    available_balance: Decimal | None = None
 
     def __post_init__(self):
         require_transition(self.expected, self.new)

@@ -17,9 +17,11 @@ SET_AUDIT_CONTEXT = "SELECT set_config(name, value, true) FROM unnest(%s::text[]
 
 APPLY_STATUS_CHANGES = """
 UPDATE transactions t
-   SET status = c.new_status, status_reason_code = c.reason_code, status_message = c.message
-  FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[])
-       AS c(transaction_id, expected, new_status, reason_code, message)
+   SET status = c.new_status, status_reason_code = c.reason_code, status_message = c.message,
+       risk_score = coalesce(c.risk_score, t.risk_score),
+       available_balance = coalesce(c.available_balance, t.available_balance)
+  FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::smallint[], %s::numeric[])
+       AS c(transaction_id, expected, new_status, reason_code, message, risk_score, available_balance)
  WHERE t.transaction_id = c.transaction_id AND t.status = c.expected
 RETURNING t.transaction_id"""
 
@@ -68,7 +70,8 @@ def _first_per_transaction(items: Iterable, key) -> list:
 def _apply_status_changes(cursor, changes: Sequence[StatusChange]) -> TransitionResult:
     cursor.execute(APPLY_STATUS_CHANGES, (
         [c.transaction_id for c in changes], [c.expected.value for c in changes], [c.new.value for c in changes],
-        [c.reason_code.value for c in changes], [c.message for c in changes]))
+        [c.reason_code.value for c in changes], [c.message for c in changes], [c.risk_score for c in changes],
+        [c.available_balance for c in changes]))
     applied = {row[0] for row in cursor.fetchall()}
     return TransitionResult(applied=[c.transaction_id for c in changes if c.transaction_id in applied],
                             duplicates=[c.transaction_id for c in changes if c.transaction_id not in applied])
@@ -126,4 +129,4 @@ def _settlement_change(outcome: Settled | Refused, status: Status) -> StatusChan
                             f"settled {transfer.amount} from {transfer.from_account} to {transfer.to_account}")
     return StatusChange(transfer.transaction_id, status, Status.REJECTED, ReasonCode.INSUFFICIENT_FUNDS_AT_SETTLEMENT,
                         f"balance {outcome.available_balance} of {transfer.from_account} no longer covers "
-                        f"{transfer.amount}")
+                        f"{transfer.amount}", available_balance=outcome.available_balance)

@@ -1,0 +1,39 @@
+"""produce_window: re-drive an hour of transactions that are not terminal yet, for backfills.
+
+    airflow backfill create --dag-id ledgerflow_produce_window --from-date 2026-11-24 --to-date 2026-11-25
+
+creates one run per hour (24 for a day). Each publishes its hour's pending, cleared and cleared-with-
+conditions transactions again, published before or not (after an outage, a lost topic, a restored
+backup). clear and settle treat a transaction that already moved on as a duplicate: they republish or
+rewrite what the ledger records and settle nothing twice. Scheduled hourly, it is also a safety net for
+the hour before.
+"""
+
+from datetime import UTC, datetime, timedelta
+
+from airflow.sdk import DAG, CronDataIntervalTimetable
+
+from ledgerflow import topology
+from ledgerflow.operators.produce import ProduceTransactionsOperator
+
+with DAG(
+    dag_id="ledgerflow_produce_window",
+    # A data-interval timetable: each run covers [start, end) of its hour (a plain "@hourly" cron
+    # trigger would give zero-length intervals).
+    schedule=CronDataIntervalTimetable("@hourly", timezone="UTC"),
+    start_date=datetime(2026, 1, 1, tzinfo=UTC),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"retries": 3, "retry_delay": timedelta(seconds=10)},
+    tags=["ledgerflow"],
+    doc_md=__doc__,
+):
+    ProduceTransactionsOperator(
+        task_id="redrive_window",
+        topic=topology.TRANSACTIONS_TOPIC,
+        window_start="{{ data_interval_start }}",
+        window_end="{{ data_interval_end }}",
+        redrive=True,
+        postgres_conn_id=topology.POSTGRES_CONN_ID,
+        kafka_config_id=topology.KAFKA_CONN_ID,
+    )

@@ -1,0 +1,93 @@
+"""clear: validate and decide a batch of published transactions, record the outcomes, publish them."""
+
+from dataclasses import dataclass
+
+from confluent_kafka import Message
+
+from ledgerflow.core.audit import AuditContext
+from ledgerflow.core.config import RulesConfig
+from ledgerflow.core.messages import (PUBLISHED_CLEARANCE_OUTCOMES, ClearedV1, InvalidMessage, TransactionV1,
+                                      decode_transaction, encode)
+from ledgerflow.core.reasons import ReasonCode
+from ledgerflow.core.rules import Account, ClearanceRequest, decide_clearance
+from ledgerflow.core.states import Status, StatusChange
+from ledgerflow.store.kafka import dead_letter, publish
+from ledgerflow.store.ledger import transition
+
+SELECT_TRANSACTIONS = """
+SELECT transaction_id, status, amount, from_account, to_account, status_reason_code, status_message,
+       risk_score, available_balance, status_changed_at
+  FROM transactions WHERE transaction_id = ANY(%s)"""
+SELECT_ACCOUNTS = "SELECT account_number, status, balance FROM accounts WHERE account_number = ANY(%s)"
+
+
+@dataclass(frozen=True, slots=True)
+class ClearResult:
+    decided: int
+    duplicates: int
+    published: int
+    dead_lettered: int
+
+
+def _disagreement(message: TransactionV1, row) -> str | None:
+    """The ledger, not the message, is the truth: a message that disagrees with it is not processed."""
+    if row is None:
+        return f"transaction {message.transaction_id} is not in the ledger"
+    _, _, amount, from_account, to_account, *_ = row
+    if (message.amount, message.from_account, message.to_account) != (amount, from_account, to_account):
+        return (f"message says {message.amount} {message.from_account}->{message.to_account}, the ledger says "
+                f"{amount} {from_account}->{to_account}")
+    return None
+
+
+def _outcome(message: TransactionV1, row) -> ClearedV1:
+    (transaction_id, status, amount, from_account, to_account, reason_code, reason,
+     risk, available_balance, changed_at) = row
+    return ClearedV1(transaction_id=transaction_id, status=Status(status), reason_code=ReasonCode(reason_code),
+                     reason=reason or "", amount=amount, from_account=from_account, to_account=to_account,
+                     risk_score=risk if risk is not None else message.risk_score,
+                     from_customer=message.from_customer, to_customer=message.to_customer,
+                     available_balance=available_balance, cleared_at=changed_at)
+
+
+def clear_batch(conn, producer, messages: list[Message], rules: RulesConfig, context: AuditContext,
+                outcome_topic: str, dead_letter_topic: str) -> ClearResult:
+    """Decide the batch's pending transactions in message order (one query for their state, one for all
+    their accounts, one statement for all transitions), then publish the outcome of every transaction
+    in the batch that has one, as the ledger now records it. A redelivered message changes nothing and
+    republishes the recorded outcome, so a lost downstream message heals on re-drive."""
+    rejects: list[tuple[Message, str]] = []
+    received: dict[str, tuple[Message, TransactionV1]] = {}  # first message per transaction, in order
+    for message in messages:
+        decoded = decode_transaction(message.value() or b"")
+        if isinstance(decoded, InvalidMessage):
+            rejects.append((message, decoded.reason))
+        else:
+            received.setdefault(decoded.transaction_id, (message, decoded))
+
+    rows = {row[0]: row for row in conn.execute(SELECT_TRANSACTIONS, (list(received),)).fetchall()}
+    batch: dict[str, TransactionV1] = {}
+    for transaction_id, (message, decoded) in received.items():
+        problem = _disagreement(decoded, rows.get(transaction_id))
+        if problem:
+            rejects.append((message, problem))
+        else:
+            batch[transaction_id] = decoded
+
+    pending = [m for m in batch.values() if rows[m.transaction_id][1] == Status.PENDING]
+    numbers = sorted({n for m in pending for n in (m.from_account, m.to_account)})
+    accounts = {n: Account(n, status, balance)
+                for n, status, balance in conn.execute(SELECT_ACCOUNTS, (numbers,)).fetchall()}
+    decisions = decide_clearance(
+        [ClearanceRequest(m.transaction_id, m.amount, m.from_account, m.to_account, m.risk_score) for m in pending],
+        accounts, rules)
+    result = transition(conn, [StatusChange(d.transaction_id, Status.PENDING, d.status, d.reason_code, d.message,
+                                            risk_score=m.risk_score, available_balance=d.available_balance)
+                               for d, m in zip(decisions, pending)], context)
+
+    recorded = {row[0]: row for row in conn.execute(SELECT_TRANSACTIONS, (list(batch),)).fetchall()}
+    outcomes = [_outcome(message, recorded[i]) for i, message in batch.items()
+                if recorded[i][1] in PUBLISHED_CLEARANCE_OUTCOMES]
+    published = publish(producer, outcome_topic, ((o.from_account, encode(o)) for o in outcomes))
+    dead_lettered = dead_letter(producer, dead_letter_topic, rejects)
+    return ClearResult(len(result.applied), len(batch) - len(result.applied), published, dead_lettered)

@@ -1,0 +1,144 @@
+"""Kafka on the provider's hooks: an idempotent producer that fails loudly, a consumer that never
+commits on its own, and the consumer-group backlog that the sensor waits on."""
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+
+from airflow.providers.apache.kafka.hooks.consume import KafkaConsumerHook
+from airflow.providers.apache.kafka.hooks.produce import KafkaProducerHook
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+# Idempotent, acknowledged by all in-sync replicas, batched for throughput.
+PRODUCER_SETTINGS = {
+    "enable.idempotence": True,
+    "acks": "all",
+    "linger.ms": 5,
+    "batch.num.messages": 10000,
+    "compression.type": "lz4",
+    "queue.buffering.max.messages": 500000,
+}
+# Offsets are committed by the task only after its effects are durable. A group with no committed
+# offset starts from the earliest message, so nothing published before the group first ran is skipped.
+CONSUMER_SETTINGS = {
+    "enable.auto.commit": False,
+    "auto.offset.reset": "earliest",
+}
+
+
+class DeliveryFailed(RuntimeError):
+    """Some messages were not acknowledged by the broker."""
+
+
+class LedgerflowProducerHook(KafkaProducerHook):
+    def _get_client(self, config) -> Producer:
+        return super()._get_client({**config, **PRODUCER_SETTINGS})
+
+
+class LedgerflowConsumerHook(KafkaConsumerHook):
+    def __init__(self, topics: Sequence[str], group_id: str, kafka_config_id: str) -> None:
+        super().__init__(topics=topics, kafka_config_id=kafka_config_id)
+        self.group_id = group_id
+
+    def _get_client(self, config) -> Consumer:
+        return super()._get_client({**config, **CONSUMER_SETTINGS, "group.id": self.group_id})
+
+
+def publish(producer: Producer, topic: str, records: Iterable[tuple[str | bytes | None, bytes]],
+            headers_of: Callable[[int], list[tuple[str, bytes]]] | None = None, flush_timeout: float = 60.0) -> int:
+    """Produce (key, value) records and flush once; raise DeliveryFailed unless every one was
+    acknowledged. `headers_of(i)` gives the headers of the i-th record, if any."""
+    failures: list[str] = []
+
+    def on_delivery(error, message):
+        if error is not None:
+            failures.append(f"{message.key()!r}: {error}")
+
+    count = 0
+    for key, value in records:
+        headers = headers_of(count) if headers_of else None
+        while True:
+            try:
+                producer.produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
+                break
+            except BufferError:  # the local queue is full: let deliveries drain, then retry
+                producer.poll(0.05)
+        count += 1
+    unflushed = producer.flush(flush_timeout)
+    if unflushed or failures:
+        raise DeliveryFailed(f"{len(failures)} of {count} messages to {topic} failed, {unflushed} unacknowledged: "
+                             f"{'; '.join(failures[:5])}")
+    return count
+
+
+def consume_batches(consumer: Consumer, max_messages: int, time_budget: float,
+                    first_wait: float = 15.0, next_wait: float = 0.2) -> Iterator[list[Message]]:
+    """Yield batches of up to `max_messages` until the subscribed topics are drained (nothing arrives
+    within `next_wait`) or `time_budget` seconds are spent. The first message may take a moment (the
+    consumer joins its group); consume() returns early only when a batch is full, so every batch after
+    the first message waits at most `next_wait`. The caller commits after each batch's effects are durable."""
+    deadline = time.monotonic() + time_budget
+    first = consumer.poll(first_wait)
+    if first is None:
+        return
+    pending = [first]
+    while True:
+        messages = pending + consumer.consume(num_messages=max_messages - len(pending), timeout=next_wait)
+        pending = []
+        if not messages:
+            return
+        for message in messages:
+            error = message.error()
+            if error is not None and error.code() != KafkaError._PARTITION_EOF:
+                raise KafkaException(error)
+        yield [m for m in messages if m.error() is None]
+        if time.monotonic() >= deadline:
+            return
+
+
+def commit(consumer: Consumer) -> None:
+    """Commit the positions of everything consumed so far, synchronously."""
+    try:
+        consumer.commit(asynchronous=False)
+    except KafkaException as error:
+        if error.args[0].code() != KafkaError._NO_OFFSET:  # nothing consumed since the last commit
+            raise
+
+
+def backlog(consumer: Consumer, topic: str, timeout: float = 10.0) -> int:
+    """Messages in `topic` that the consumer's group has not committed yet (from the earliest offset
+    when the group has no commit). Reads committed offsets without joining the group."""
+    metadata = consumer.list_topics(topic, timeout=timeout).topics[topic]
+    if metadata.error is not None:
+        raise KafkaException(metadata.error)
+    partitions = [TopicPartition(topic, partition) for partition in metadata.partitions]
+    total = 0
+    for committed in _committed(consumer, partitions, timeout):
+        low, high = consumer.get_watermark_offsets(committed, timeout=timeout, cached=False)
+        position = max(committed.offset, low)  # no commit yet (-1001) or retention passed it: from the earliest
+        total += max(0, high - position)
+    return total
+
+
+def dead_letter(producer: Producer, topic: str, rejects: Sequence[tuple[Message, str]]) -> int:
+    """Send messages that cannot be processed to the dead-letter topic, unchanged, with the reason and
+    where they came from in headers."""
+    if not rejects:
+        return 0
+    return publish(producer, topic, ((message.key(), message.value() or b"") for message, _ in rejects),
+                   headers_of=lambda i: [("reason", rejects[i][1].encode()),
+                                         ("source_topic", (rejects[i][0].topic() or "").encode()),
+                                         ("source_partition", str(rejects[i][0].partition()).encode()),
+                                         ("source_offset", str(rejects[i][0].offset()).encode())])
+
+
+def _committed(consumer: Consumer, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
+    """The group's committed offsets, retrying while the broker is still electing the group's
+    coordinator (a group's first use), up to `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return consumer.committed(partitions, timeout=timeout)
+        except KafkaException as error:
+            if not error.args[0].retriable() or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)

@@ -1,0 +1,17 @@
+"""Names the DAGs, operators and tests share: topics, consumer groups and connection ids.
+
+The local stack creates the topics listed in LEDGERFLOW_TOPICS (include/stack/settings.sh); a test
+checks that every topic named here is among them.
+"""
+
+TRANSACTIONS_TOPIC = "financial-transactions"
+CLEARED_TOPIC = "cleared-transactions"
+TRANSACTIONS_DEAD_LETTER_TOPIC = "financial-transactions.dlq"
+CLEARED_DEAD_LETTER_TOPIC = "cleared-transactions.dlq"
+
+CLEAR_GROUP = "ledgerflow-clear"
+SETTLE_GROUP = "ledgerflow-settle"
+
+POSTGRES_CONN_ID = "ledgerflow_postgres"
+KAFKA_CONN_ID = "ledgerflow_kafka"
+REDIS_CONN_ID = "ledgerflow_redis"
