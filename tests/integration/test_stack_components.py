@@ -23,7 +23,7 @@ def test_kafka_admin_hook_lists_the_pipeline_topics_with_the_configured_partitio
 
 def test_postgres_hook_reads_the_sample_accounts_as_exact_decimals():
     rows = PostgresHook(postgres_conn_id="ledgerflow_postgres").get_records(
-        "SELECT account_number, customer_id, account_type, balance FROM accounts "
+        "SELECT account_number, customer_id, account_type, opening_balance FROM accounts "
         "WHERE account_number LIKE 'ACC00_' ORDER BY account_number"
     )
 
