@@ -4,8 +4,10 @@ WITH_ENV := include/stack/with-env
 
 .PHONY: run test stop status install migrate psql redis-cli secrets schemas check-rules
 
-run:  ## install and start everything, apply the schema and sample data, say where to look
+run:  ## install and start everything, run the pipeline on sample data, say where to look
 	@$(STACK) up
+	@$(STACK) pipeline on
+	@$(WITH_ENV) python include/generate_transactions.py $(or $(GENERATE_ARGS),--count 1000 --accounts 100 --rate 200 --wait)
 
 test:  ## install and start everything, then run the whole test suite
 	@$(STACK) up

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
+from airflow.providers.postgres.hooks.postgres import PostgresHook
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -17,3 +18,24 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 def _running_under_stack_env():
     if "AIRFLOW_CONN_LEDGERFLOW_POSTGRES" not in os.environ:
         pytest.exit("run the tests with `make test` (or under include/stack/with-env)", returncode=2)
+
+
+def open_pg():
+    """A psycopg 3 connection to the pipeline database in autocommit mode, as the ledger functions expect."""
+    conn = PostgresHook(postgres_conn_id="ledgerflow_postgres").get_conn()
+    conn.autocommit = True
+    return conn
+
+
+@pytest.fixture
+def pg():
+    conn = open_pg()
+    yield conn
+    conn.close()
+
+
+@pytest.fixture(scope="module")
+def pg_module():
+    conn = open_pg()
+    yield conn
+    conn.close()

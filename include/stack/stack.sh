@@ -7,6 +7,7 @@
 #   stack.sh down               stop everything
 #   stack.sh status             up/down, port and data directory of each component
 #   stack.sh migrate            apply the migrations in sql/ that are not applied yet
+#   stack.sh pipeline on|off    unpause (pause) the produce, clear and settle DAGs
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
@@ -355,6 +356,18 @@ Stop         make stop
 EOF
 }
 
+PIPELINE_DAGS='^ledgerflow_(produce|clear|settle)$'
+
+# The DAGs exist for the CLI once the dag-processor has parsed them, a few seconds after a first start.
+cmd_pipeline() {
+  local verb
+  case "${1:-}" in on) verb=unpause ;; off) verb=pause ;; *) die "usage: stack.sh pipeline on|off" ;; esac
+  wait_for "the pipeline's DAGs in Airflow" 120 bash -c \
+    "airflow dags list -o plain 2>/dev/null | grep -cE '^ledgerflow_(produce|clear|settle)\b' | grep -qx 3"
+  airflow dags "$verb" --treat-dag-id-as-regex -y "$PIPELINE_DAGS" >/dev/null
+  say "pipeline DAGs ${verb}d: ledgerflow_produce, ledgerflow_clear, ledgerflow_settle"
+}
+
 cmd_down() {
   if supervisord_running; then
     say "stopping every component"
@@ -388,5 +401,6 @@ case "${1:-}" in
   down) cmd_down ;;
   status) cmd_status ;;
   migrate) python "$STACK_DIR/migrate.py" ;;
-  *) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  pipeline) shift; cmd_pipeline "$@" ;;
+  *) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -25,15 +25,6 @@ def scenario(pg_module):
     return scenario
 
 
-@pytest.fixture(scope="module")
-def pg_module():
-    from airflow.providers.postgres.hooks.postgres import PostgresHook
-    conn = PostgresHook(postgres_conn_id=topology.POSTGRES_CONN_ID).get_conn()
-    conn.autocommit = True
-    yield conn
-    conn.close()
-
-
 def test_transactions_reach_their_expected_statuses(scenario):
     assert scenario.statuses() == {"T1": "settled", "T2": "settled", "T3": "settled", "T4": "rejected"}
 

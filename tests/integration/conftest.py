@@ -8,16 +8,6 @@ import uuid
 from decimal import Decimal
 
 import pytest
-from airflow.providers.postgres.hooks.postgres import PostgresHook
-
-
-@pytest.fixture
-def pg():
-    """A psycopg 3 connection in autocommit mode, as the ledger functions expect."""
-    conn = PostgresHook(postgres_conn_id="ledgerflow_postgres").get_conn()
-    conn.autocommit = True
-    yield conn
-    conn.close()
 
 
 class LedgerFixture:
