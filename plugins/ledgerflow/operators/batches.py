@@ -9,7 +9,7 @@ from dataclasses import asdict
 
 from airflow.sdk import BaseOperator
 
-from ledgerflow.operators.context import postgres_connection
+from ledgerflow.operators.context import peak_memory_mb, postgres_connection
 from ledgerflow.store.kafka import LedgerflowConsumerHook, LedgerflowProducerHook, commit, consume_batches
 
 
@@ -52,5 +52,6 @@ class KafkaBatchOperator(BaseOperator):
         if first_message_at is not None:
             summary["seconds"] = round(last_commit_at - first_message_at, 3)
             summary["messages_per_second"] = round(totals["messages"] / max(summary["seconds"], 1e-6))
+        summary["peak_memory_mb"] = peak_memory_mb()
         self.log.info("%s from %s: %s", self.task_id, self.topic, summary)
         return summary

@@ -1,6 +1,8 @@
 """What every ledgerflow operator needs from Airflow: the audit identity of the running task and a
 database connection from the provider's hook."""
 
+import resource
+
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 
 from ledgerflow.core.audit import AuditContext
@@ -17,3 +19,8 @@ def postgres_connection(postgres_conn_id: str):
     conn = PostgresHook(postgres_conn_id=postgres_conn_id).get_conn()
     conn.autocommit = True
     return conn
+
+
+def peak_memory_mb() -> float:
+    """The task process's peak resident memory so far, for the run summary."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

@@ -7,7 +7,7 @@ from datetime import datetime
 from airflow.sdk import BaseOperator
 
 from ledgerflow.core.config import DEFAULT_RULES_PATH, load_rules
-from ledgerflow.operators.context import postgres_connection
+from ledgerflow.operators.context import peak_memory_mb, postgres_connection
 from ledgerflow.pipeline.produce import produce_window
 from ledgerflow.store.kafka import LedgerflowProducerHook
 
@@ -44,5 +44,7 @@ class ProduceTransactionsOperator(BaseOperator):
         finally:
             reader.close()
             writer.close()
-        self.log.info("published %d transactions in %d batches to %s", result.published, result.batches, self.topic)
-        return asdict(result)
+        summary = {**asdict(result), "messages_per_second": round(result.published / max(result.seconds, 1e-6)),
+                   "peak_memory_mb": peak_memory_mb()}
+        self.log.info("%s to %s: %s", self.task_id, self.topic, summary)
+        return summary

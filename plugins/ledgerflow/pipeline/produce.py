@@ -1,5 +1,6 @@
 """produce: stream a window's transactions from PostgreSQL, enrich and score them, publish to Kafka."""
 
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -36,6 +37,7 @@ UPDATE transactions SET published_at = now() WHERE transaction_id = ANY(%s) AND 
 class ProduceResult:
     published: int
     batches: int
+    seconds: float  # from the first row read to the last batch recorded as published
 
 
 def to_message(row, rules: RulesConfig) -> TransactionV1:
@@ -58,6 +60,7 @@ def produce_window(reader, writer, producer, topic: str, rules: RulesConfig, end
     records each batch as published only after the broker acknowledged all of it."""
     window = NOT_TERMINAL_IN_WINDOW if redrive else NEW_IN_WINDOW
     published = batches = 0
+    started = time.monotonic()
     with reader.transaction(), reader.cursor(name="ledgerflow_produce") as cursor:
         cursor.itersize = batch_size
         cursor.execute(SELECT_ENRICHED.format(window=window), {"start": start, "end": end})
@@ -67,4 +70,4 @@ def produce_window(reader, writer, producer, topic: str, rules: RulesConfig, end
             writer.execute(MARK_PUBLISHED, ([m.transaction_id for m in messages],))
             published += len(messages)
             batches += 1
-    return ProduceResult(published, batches)
+    return ProduceResult(published, batches, round(time.monotonic() - started, 3))
