@@ -2,7 +2,7 @@
 STACK := include/stack/stack.sh
 WITH_ENV := include/stack/with-env
 
-.PHONY: run test stop status install migrate psql redis-cli secrets schemas check-rules
+.PHONY: run test stop status install migrate psql redis-cli secrets schemas check-rules bench
 
 run:  ## install and start everything, run the pipeline on sample data, say where to look
 	@$(STACK) up
@@ -39,3 +39,7 @@ schemas:  ## regenerate the Kafka message JSON Schemas in include/schemas from t
 
 check-rules:  ## validate include/rules.yaml
 	@$(WITH_ENV) python -m ledgerflow.core.config include/rules.yaml
+
+bench:  ## stage rates and peak memory on a 100,000 backlog, uniform and hot-account (see include/bench)
+	@$(WITH_ENV) python -m include.bench.pipeline_bench stages $(BENCH_ARGS)
+	@$(WITH_ENV) python -m include.bench.pipeline_bench stages --hot $(BENCH_ARGS)

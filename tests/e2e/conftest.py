@@ -4,53 +4,18 @@ The running scheduler would race these tests for the same consumer groups, so th
 pausing the pipeline's DAGs and failing their active runs (`make run` unpauses them again).
 """
 
-import os
-import re
-import subprocess
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 
-import httpx
 import pytest
 from airflow.providers.apache.kafka.hooks.client import KafkaAdminClientHook
 from airflow.providers.redis.hooks.redis import RedisHook
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 
+from include.airflow_control import AirflowApi
 from ledgerflow import topology
 from ledgerflow.store.kafka import LedgerflowConsumerHook
-
-PIPELINE_DAGS = ["ledgerflow_produce", "ledgerflow_clear", "ledgerflow_settle", "ledgerflow_produce_window"]
-
-
-class AirflowApi:
-    def __init__(self):
-        self.base = f"http://127.0.0.1:{os.environ['LEDGERFLOW_AIRFLOW_PORT']}"
-        token = httpx.post(f"{self.base}/auth/token", json={
-            "username": os.environ["LEDGERFLOW_AIRFLOW_ADMIN_USER"],
-            "password": os.environ["LEDGERFLOW_AIRFLOW_ADMIN_PASSWORD"]}).json()["access_token"]
-        self.client = httpx.Client(base_url=f"{self.base}/api/v2", headers={"Authorization": f"Bearer {token}"},
-                                   timeout=30)
-
-    def set_paused(self, dag_id: str, paused: bool) -> None:
-        self.client.patch(f"/dags/{dag_id}", json={"is_paused": paused}).raise_for_status()
-
-    def active_runs(self, dag_id: str) -> list[dict]:
-        runs = []
-        for state in ("queued", "running"):
-            response = self.client.get(f"/dags/{dag_id}/dagRuns", params={"state": state, "limit": 100})
-            response.raise_for_status()
-            runs += response.json()["dag_runs"]
-        return runs
-
-    def fail_active_runs(self, dag_id: str) -> None:
-        for run in self.active_runs(dag_id):
-            self.client.patch(f"/dags/{dag_id}/dagRuns/{run['dag_run_id']}", json={"state": "failed"}).raise_for_status()
-
-    def stop_pipeline(self) -> None:
-        for dag_id in PIPELINE_DAGS:
-            self.set_paused(dag_id, True)
-            self.fail_active_runs(dag_id)
 
 
 @pytest.fixture(scope="session")
@@ -61,16 +26,6 @@ def airflow_api():
 @pytest.fixture(scope="session", autouse=True)
 def pipeline_paused(airflow_api):
     airflow_api.stop_pipeline()
-
-
-def run_dag(dag_id: str, logical_date: datetime | None = None) -> str:
-    """`airflow dags test`, asserting the run succeeded; returns its output."""
-    command = ["airflow", "dags", "test", dag_id] + ([logical_date.isoformat()] if logical_date else [])
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    output = result.stdout + result.stderr
-    finished = re.search(r"DagRun Finished: .*?state=(\w+)", output)
-    assert result.returncode == 0 and finished and finished.group(1) == "success", output[-5000:]
-    return output
 
 
 def watermarks(topic: str) -> dict[int, int]:

@@ -8,7 +8,8 @@ from decimal import Decimal
 import pytest
 
 from ledgerflow import topology
-from tests.e2e.conftest import Scenario, rewind, run_dag, watermarks
+from include.airflow_control import run_dag
+from tests.e2e.conftest import Scenario, rewind, watermarks
 
 D = Decimal
 

@@ -1,0 +1,89 @@
+"""Drive the pipeline's DAGs from outside Airflow: pause and unpause them, fail their active runs, run one
+with `airflow dags test`, read a task's XCom. Shared by the end-to-end tests and the benchmark.
+
+Run from the repository root under include/stack/with-env (the REST API's address and login come from
+the stack's environment).
+"""
+
+import os
+import re
+import subprocess
+from datetime import datetime
+
+import httpx
+
+PIPELINE_DAGS = ["ledgerflow_produce", "ledgerflow_clear", "ledgerflow_settle", "ledgerflow_produce_window"]
+
+
+class DagTestFailed(AssertionError):
+    """`airflow dags test` did not end with a successful run; the message holds the end of its output."""
+
+
+class AirflowApi:
+    """Airflow's REST API (v2) as the admin user of the local stack."""
+
+    def __init__(self):
+        base = f"http://127.0.0.1:{os.environ['LEDGERFLOW_AIRFLOW_PORT']}"
+        token = httpx.post(f"{base}/auth/token", json={
+            "username": os.environ["LEDGERFLOW_AIRFLOW_ADMIN_USER"],
+            "password": os.environ["LEDGERFLOW_AIRFLOW_ADMIN_PASSWORD"]}).json()["access_token"]
+        self.client = httpx.Client(base_url=f"{base}/api/v2", headers={"Authorization": f"Bearer {token}"},
+                                   timeout=30)
+
+    def is_paused(self, dag_id: str) -> bool:
+        response = self.client.get(f"/dags/{dag_id}")
+        response.raise_for_status()
+        return response.json()["is_paused"]
+
+    def set_paused(self, dag_id: str, paused: bool) -> None:
+        self.client.patch(f"/dags/{dag_id}", json={"is_paused": paused}).raise_for_status()
+
+    def active_runs(self, dag_id: str) -> list[dict]:
+        runs = []
+        for state in ("queued", "running"):
+            response = self.client.get(f"/dags/{dag_id}/dagRuns", params={"state": state, "limit": 100})
+            response.raise_for_status()
+            runs += response.json()["dag_runs"]
+        return runs
+
+    def fail_active_runs(self, dag_id: str) -> None:
+        for run in self.active_runs(dag_id):
+            self.client.patch(f"/dags/{dag_id}/dagRuns/{run['dag_run_id']}", json={"state": "failed"}).raise_for_status()
+
+    def stop_pipeline(self) -> None:
+        """Pause every pipeline DAG and fail its active runs, so nothing else consumes the pipeline's
+        consumer groups. A task stopped mid-batch loses nothing: its effects and offsets are transactional."""
+        for dag_id in PIPELINE_DAGS:
+            self.set_paused(dag_id, True)
+            self.fail_active_runs(dag_id)
+
+    def runs_since(self, dag_id: str, since: datetime) -> list[dict]:
+        runs: list[dict] = []
+        while True:
+            response = self.client.get(f"/dags/{dag_id}/dagRuns", params={
+                "start_date_gte": since.isoformat(), "order_by": "start_date", "limit": 100, "offset": len(runs)})
+            response.raise_for_status()
+            page = response.json()["dag_runs"]
+            runs += page
+            if len(page) < 100:
+                return runs
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str):
+        """A task's return value in one run, or None if it returned nothing."""
+        response = self.client.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value")
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+        return response.json()["value"]
+
+
+def run_dag(dag_id: str, logical_date: datetime | None = None, timeout: float = 900) -> str:
+    """Run a DAG once with `airflow dags test` and return its run id; raise DagTestFailed unless the run
+    succeeded."""
+    command = ["airflow", "dags", "test", dag_id] + ([logical_date.isoformat()] if logical_date else [])
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    output = result.stdout + result.stderr
+    finished = re.search(r"DagRun Finished: .*?run_id=([^,]+), .*?state=(\w+)", output)
+    if result.returncode != 0 or not finished or finished.group(2) != "success":
+        raise DagTestFailed(f"`{' '.join(command)}` failed:\n{output[-5000:]}")
+    return finished.group(1)

@@ -1,0 +1,210 @@
+"""Benchmark the pipeline on the local stack and print its figures.
+
+    include/stack/with-env python -m include.bench.pipeline_bench stages     [--count 100000] [--accounts 1000] [--hot]
+    include/stack/with-env python -m include.bench.pipeline_bench end-to-end [--count 1000000]
+    include/stack/with-env python -m include.bench.pipeline_bench latency    [--rate 1000] [--seconds 180]
+
+stages      with the pipeline paused, loads a backlog, then runs produce, clear and settle one after the
+            other with `airflow dags test`, each until its backlog is drained. Prints each stage's own
+            rate inside its tasks (produce: first row read to last batch recorded as published; clear and
+            settle: first message to last offset commit, as the tasks report it) and the tasks' peak memory.
+end-to-end  unpauses the DAGs and lets the scheduler and triggerer drive them: the rate from the last
+            insert of the backlog to its last terminal status.
+latency     unpauses the DAGs and inserts a steady stream; prints p50/p95/max from insert to terminal status.
+
+--hot sends 10% of the transfers from 5 accounts. Each mode first drains what the pipeline has not
+processed yet, so the figures are the benchmark's own; afterwards the DAGs are paused as they were before.
+Run from the repository root (`make bench` does).
+"""
+
+import argparse
+import random
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+from include.airflow_control import AirflowApi, run_dag
+from include.generate_transactions import create_accounts, insert, transfers
+from ledgerflow import topology
+from ledgerflow.store.kafka import LedgerflowConsumerHook, backlog
+
+# dag_id, task_id, the count in its summary, the topic and group it consumes
+STAGES = [("ledgerflow_produce", "publish_new_transactions", "published", None, None),
+          ("ledgerflow_clear", "clear_transactions", "messages", topology.TRANSACTIONS_TOPIC, topology.CLEAR_GROUP),
+          ("ledgerflow_settle", "settle_transactions", "messages", topology.CLEARED_TOPIC, topology.SETTLE_GROUP)]
+DRIVEN_DAGS = [stage[0] for stage in STAGES]
+NOT_TERMINAL = ("pending", "cleared", "cleared_with_conditions")
+
+
+class Load:
+    """A benchmark's own accounts and transactions, under a unique prefix."""
+
+    def __init__(self, conn, count: int, accounts: int, hot: bool, seed: int = 7):
+        self.conn, self.count = conn, count
+        self.prefix = f"B{uuid.uuid4().hex[:8]}"
+        rng = random.Random(seed)
+        # Ample balances: a transfer rejected for funds costs the same work, but the figures should be
+        # those of the common case.
+        numbers = create_accounts(conn, self.prefix, accounts, Decimal("100000000.00"), rng)
+        self.rows = transfers(self.prefix, numbers, count, 100, 1200000, 0.1 if hot else 0.0, 5, rng)
+
+    def insert(self, rate: float = 0) -> float:
+        """Insert the transactions (at `rate` per second, 0: as fast as COPY goes); the time of the last insert."""
+        return insert(self.conn, self.rows, self.count, rate)
+
+    def not_terminal(self) -> int:
+        return self.conn.execute("SELECT count(*) FROM transactions WHERE status = ANY(%s) AND transaction_id LIKE %s",
+                                 (list(NOT_TERMINAL), f"{self.prefix}-%")).fetchone()[0]
+
+    def wait_until_terminal(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while (left := self.not_terminal()) and time.monotonic() < deadline:
+            print(f"\r  {left:>9,} not terminal yet", end="", file=sys.stderr, flush=True)
+            time.sleep(2)
+        print(file=sys.stderr)
+        if left:
+            raise SystemExit(f"{left} of {self.count} transactions were not terminal after {timeout:.0f}s")
+
+    def latencies(self) -> list[float]:
+        """Seconds from insert to terminal status, one per transaction."""
+        return [row[0] for row in self.conn.execute(
+            "SELECT extract(epoch FROM status_changed_at - created_at)::float8 FROM transactions "
+            "WHERE transaction_id LIKE %s", (f"{self.prefix}-%",))]
+
+    def last_terminal_at(self) -> float:
+        return self.conn.execute("SELECT extract(epoch FROM max(status_changed_at))::float8 FROM transactions "
+                                 "WHERE transaction_id LIKE %s", (f"{self.prefix}-%",)).fetchone()[0]
+
+    def outcome(self) -> str:
+        rows = self.conn.execute("SELECT status, count(*) FROM transactions WHERE transaction_id LIKE %s "
+                                 "GROUP BY status ORDER BY status", (f"{self.prefix}-%",)).fetchall()
+        return ", ".join(f"{status} {count:,}" for status, count in rows)
+
+
+def waiting(topic: str | None, group_id: str | None) -> bool:
+    """Whether a stage has work: clear and settle when their topic has messages their group has not
+    committed (their sensor would wait forever otherwise); produce always runs once."""
+    if topic is None:
+        return True
+    consumer = LedgerflowConsumerHook([topic], group_id, topology.KAFKA_CONN_ID).get_conn
+    try:
+        return backlog(consumer, topic) > 0
+    finally:
+        consumer.close()
+
+
+def drain_with_dags_test(api: AirflowApi) -> dict[str, list[dict]]:
+    """Run produce once, then clear and settle until their topics are drained, one after the other;
+    return each DAG's task summaries (XComs)."""
+    summaries: dict[str, list[dict]] = {}
+    for dag_id, task_id, counted, topic, group_id in STAGES:
+        summaries[dag_id] = []
+        while waiting(topic, group_id):
+            summary = api.xcom(dag_id, run_dag(dag_id), task_id)
+            if summary and summary.get(counted):
+                summaries[dag_id].append(summary)
+            if topic is None:
+                break
+    return summaries
+
+
+def print_stage_table(title: str, summaries: dict[str, list[dict]]) -> None:
+    print(f"\n{title}")
+    print(f"{'stage':<10}{'runs':>5}{'transactions':>14}{'seconds':>10}{'tx/s':>10}{'peak MB':>10}")
+    for dag_id, _, counted, _, _ in STAGES:
+        runs = summaries[dag_id]
+        count = sum(s[counted] for s in runs)
+        seconds = sum(s.get("seconds", 0) for s in runs)
+        peak = max((s["peak_memory_mb"] for s in runs), default=0)
+        print(f"{dag_id.removeprefix('ledgerflow_'):<10}{len(runs):>5}{count:>14,}{seconds:>10.1f}"
+              f"{count / max(seconds, 1e-6):>10,.0f}{peak:>10,.0f}")
+
+
+def with_dags(api: AirflowApi, unpaused: bool, body: Callable[[], None]) -> None:
+    """Run `body` with the pipeline's DAGs paused (or unpaused), then put them back as they were."""
+    before = {dag_id: api.is_paused(dag_id) for dag_id in DRIVEN_DAGS}
+    api.stop_pipeline()
+    drain_with_dags_test(api)
+    try:
+        for dag_id in DRIVEN_DAGS if unpaused else []:
+            api.set_paused(dag_id, False)
+        body()
+    finally:
+        api.stop_pipeline()
+        for dag_id, paused in before.items():
+            api.set_paused(dag_id, paused)
+
+
+def stages(api, conn, args) -> None:
+    def body():
+        load = Load(conn, args.count, args.accounts, args.hot)
+        load.insert()
+        summaries = drain_with_dags_test(api)
+        print_stage_table(f"stages: {args.count:,} transactions across {args.accounts:,} accounts"
+                          f"{', 10% from 5 hot accounts' if args.hot else ''} ({load.outcome()})", summaries)
+    with_dags(api, unpaused=False, body=body)
+
+
+def end_to_end(api, conn, args) -> None:
+    def body():
+        load = Load(conn, args.count, args.accounts, args.hot)
+        started = datetime.now(UTC)
+        last_insert = load.insert()
+        load.wait_until_terminal(args.timeout)
+        seconds = load.last_terminal_at() - last_insert
+        print(f"\nend to end with the scheduler: {args.count:,} transactions across {args.accounts:,} accounts "
+              f"({load.outcome()})")
+        print(f"last insert to last terminal status: {seconds:.1f} s, {args.count / seconds:,.0f} tx/s")
+        print_stage_table("the scheduler's task runs meanwhile", scheduled_summaries(api, started))
+    with_dags(api, unpaused=True, body=body)
+
+
+def latency(api, conn, args) -> None:
+    def body():
+        count = int(args.rate * args.seconds)
+        load = Load(conn, count, args.accounts, args.hot)
+        started = datetime.now(UTC)
+        load.insert(args.rate)
+        load.wait_until_terminal(args.timeout)
+        seconds = sorted(load.latencies())
+        p50, p95 = statistics.quantiles(seconds, n=100)[49], statistics.quantiles(seconds, n=100)[94]
+        print(f"\nlatency: {count:,} transactions at {args.rate:,.0f}/s for {args.seconds:.0f} s "
+              f"across {args.accounts:,} accounts ({load.outcome()})")
+        print(f"insert to terminal status: p50 {p50:.1f} s, p95 {p95:.1f} s, max {seconds[-1]:.1f} s")
+        print_stage_table("the scheduler's task runs meanwhile", scheduled_summaries(api, started))
+    with_dags(api, unpaused=True, body=body)
+
+
+def scheduled_summaries(api: AirflowApi, since: datetime) -> dict[str, list[dict]]:
+    summaries = {}
+    for dag_id, task_id, counted, _, _ in STAGES:
+        values = (api.xcom(dag_id, run["dag_run_id"], task_id) for run in api.runs_since(dag_id, since))
+        summaries[dag_id] = [v for v in values if v and v.get(counted)]
+    return summaries
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("mode", choices=["stages", "end-to-end", "latency"])
+    parser.add_argument("--count", type=int, help="transactions (stages: 100,000; end-to-end: 1,000,000)")
+    parser.add_argument("--accounts", type=int, default=1000)
+    parser.add_argument("--hot", action="store_true", help="10%% of the transfers from 5 hot accounts")
+    parser.add_argument("--rate", type=float, default=1000, help="latency: transactions per second")
+    parser.add_argument("--seconds", type=float, default=180, help="latency: how long the stream runs")
+    parser.add_argument("--timeout", type=float, default=1800, help="give up waiting after this many seconds")
+    args = parser.parse_args()
+    args.count = args.count or (1_000_000 if args.mode == "end-to-end" else 100_000)
+
+    conn = PostgresHook(postgres_conn_id="ledgerflow_postgres").get_conn()
+    conn.autocommit = True
+    {"stages": stages, "end-to-end": end_to_end, "latency": latency}[args.mode](AirflowApi(), conn, args)
+
+
+if __name__ == "__main__":
+    main()
