@@ -2,9 +2,12 @@
 
 Continuous with one active run: a run waits (deferred, no worker slot) until the topic has messages for
 the ledgerflow-clear group, then drains the backlog batch by batch; the next run starts as soon as it
-ends, so runs come back-to-back while there is work.
+ends, so runs come back-to-back while there is work. A run keeps consuming through pauses in the stream
+shorter than LEDGERFLOW_IDLE_TIMEOUT_SECONDS (default 30; produce publishes every few seconds), so a
+steady stream is served by one task run instead of a new run, sensor and task start-up per burst.
 """
 
+import os
 from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import DAG
@@ -37,5 +40,6 @@ with DAG(
         dead_letter_topic=topology.TRANSACTIONS_DEAD_LETTER_TOPIC,
         kafka_config_id=topology.KAFKA_CONN_ID,
         postgres_conn_id=topology.POSTGRES_CONN_ID,
+        idle_timeout=float(os.environ.get("LEDGERFLOW_IDLE_TIMEOUT_SECONDS", "30")),
     )
     wait >> clear

@@ -1,9 +1,11 @@
 """settle: wait in the triggerer for clearance outcomes, then settle them atomically and project to Redis.
 
 Continuous with one active run, like clear: a run waits (deferred) until cleared-transactions has
-messages for the ledgerflow-settle group, then drains them batch by batch.
+messages for the ledgerflow-settle group, then drains them batch by batch, through pauses shorter than
+LEDGERFLOW_IDLE_TIMEOUT_SECONDS.
 """
 
+import os
 from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import DAG
@@ -35,6 +37,7 @@ with DAG(
         dead_letter_topic=topology.CLEARED_DEAD_LETTER_TOPIC,
         kafka_config_id=topology.KAFKA_CONN_ID,
         postgres_conn_id=topology.POSTGRES_CONN_ID,
+        idle_timeout=float(os.environ.get("LEDGERFLOW_IDLE_TIMEOUT_SECONDS", "30")),
         redis_conn_id=topology.REDIS_CONN_ID,
     )
     wait >> settle

@@ -57,6 +57,11 @@ class AirflowApi:
             self.set_paused(dag_id, True)
             self.fail_active_runs(dag_id)
 
+    def running_tasks(self, dag_id: str) -> list[dict]:
+        response = self.client.get(f"/dags/{dag_id}/dagRuns/~/taskInstances", params={"state": "running"})
+        response.raise_for_status()
+        return response.json()["task_instances"]
+
     def runs_since(self, dag_id: str, since: datetime) -> list[dict]:
         runs: list[dict] = []
         while True:
@@ -79,9 +84,11 @@ class AirflowApi:
 
 def run_dag(dag_id: str, logical_date: datetime | None = None, timeout: float = 900) -> str:
     """Run a DAG once with `airflow dags test` and return its run id; raise DagTestFailed unless the run
-    succeeded."""
+    succeeded. A one-off run drains what is there: clear and settle stop one second after the last
+    message instead of waiting for more of a stream."""
     command = ["airflow", "dags", "test", dag_id] + ([logical_date.isoformat()] if logical_date else [])
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                            env={**os.environ, "LEDGERFLOW_IDLE_TIMEOUT_SECONDS": "1"})
     output = result.stdout + result.stderr
     finished = re.search(r"DagRun Finished: .*?run_id=([^,]+), .*?state=(\w+)", output)
     if result.returncode != 0 or not finished or finished.group(2) != "success":

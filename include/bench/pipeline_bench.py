@@ -114,16 +114,19 @@ def drain_with_dags_test(api: AirflowApi) -> dict[str, list[dict]]:
     return summaries
 
 
-def print_stage_table(title: str, summaries: dict[str, list[dict]]) -> None:
+def print_stage_table(title: str, summaries: dict[str, list[dict]], rates: bool = True) -> None:
+    """One row per stage; `rates` only where the tasks drained a backlog (under a stream a task's time
+    includes its waits for the next burst, so its rate says nothing)."""
     print(f"\n{title}")
-    print(f"{'stage':<10}{'runs':>5}{'transactions':>14}{'seconds':>10}{'tx/s':>10}{'peak MB':>10}")
+    print(f"{'stage':<10}{'runs':>5}{'transactions':>14}" + (f"{'seconds':>10}{'tx/s':>10}" if rates else "")
+          + f"{'peak MB':>10}")
     for dag_id, _, counted, _, _ in STAGES:
         runs = summaries[dag_id]
         count = sum(s[counted] for s in runs)
         seconds = sum(s.get("seconds", 0) for s in runs)
         peak = max((s["peak_memory_mb"] for s in runs), default=0)
-        print(f"{dag_id.removeprefix('ledgerflow_'):<10}{len(runs):>5}{count:>14,}{seconds:>10.1f}"
-              f"{count / max(seconds, 1e-6):>10,.0f}{peak:>10,.0f}")
+        print(f"{dag_id.removeprefix('ledgerflow_'):<10}{len(runs):>5}{count:>14,}"
+              + (f"{seconds:>10.1f}{count / max(seconds, 1e-6):>10,.0f}" if rates else "") + f"{peak:>10,.0f}")
 
 
 def with_dags(api: AirflowApi, unpaused: bool, body: Callable[[], None]) -> None:
@@ -139,6 +142,16 @@ def with_dags(api: AirflowApi, unpaused: bool, body: Callable[[], None]) -> None
         api.stop_pipeline()
         for dag_id, paused in before.items():
             api.set_paused(dag_id, paused)
+
+
+def finish_running_tasks(api: AirflowApi, timeout: float = 120) -> None:
+    """Pause the DAGs and give their running tasks time to end on their own (a drain ends once its topic
+    has been idle for LEDGERFLOW_IDLE_TIMEOUT_SECONDS), so their summaries are there to read."""
+    for dag_id in DRIVEN_DAGS:
+        api.set_paused(dag_id, True)
+    deadline = time.monotonic() + timeout
+    while any(api.running_tasks(dag_id) for dag_id in DRIVEN_DAGS) and time.monotonic() < deadline:
+        time.sleep(2)
 
 
 def stages(api, conn, args) -> None:
@@ -161,6 +174,7 @@ def end_to_end(api, conn, args) -> None:
         print(f"\nend to end with the scheduler: {args.count:,} transactions across {args.accounts:,} accounts "
               f"({load.outcome()})")
         print(f"last insert to last terminal status: {seconds:.1f} s, {args.count / seconds:,.0f} tx/s")
+        finish_running_tasks(api)
         print_stage_table("the scheduler's task runs meanwhile", scheduled_summaries(api, started))
     with_dags(api, unpaused=True, body=body)
 
@@ -177,7 +191,8 @@ def latency(api, conn, args) -> None:
         print(f"\nlatency: {count:,} transactions at {args.rate:,.0f}/s for {args.seconds:.0f} s "
               f"across {args.accounts:,} accounts ({load.outcome()})")
         print(f"insert to terminal status: p50 {p50:.1f} s, p95 {p95:.1f} s, max {seconds[-1]:.1f} s")
-        print_stage_table("the scheduler's task runs meanwhile", scheduled_summaries(api, started))
+        finish_running_tasks(api)
+        print_stage_table("the scheduler's task runs meanwhile", scheduled_summaries(api, started), rates=False)
     with_dags(api, unpaused=True, body=body)
 
 

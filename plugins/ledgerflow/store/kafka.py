@@ -70,29 +70,33 @@ def publish(producer: Producer, topic: str, records: Iterable[tuple[str | bytes 
     return count
 
 
-def consume_batches(consumer: Consumer, max_messages: int, time_budget: float,
+def consume_batches(consumer: Consumer, max_messages: int, time_budget: float, idle_timeout: float,
                     first_wait: float = 15.0, next_wait: float = 0.2) -> Iterator[list[Message]]:
-    """Yield batches of up to `max_messages` until the subscribed topics are drained (nothing arrives
-    within `next_wait`) or `time_budget` seconds are spent. The first message may take a moment (the
-    consumer joins its group); consume() returns early only when a batch is full, so every batch after
-    the first message waits at most `next_wait`. The caller commits after each batch's effects are durable."""
+    """Yield batches of up to `max_messages` until nothing has arrived for `idle_timeout` seconds or
+    `time_budget` seconds are spent. The first message may take a moment (the consumer joins its group).
+    A batch is yielded when it is full or when nothing arrives within `next_wait`, so a backlog drains
+    in full batches and a trickle is processed within `next_wait` of its arrival; waiting out short gaps
+    between bursts (up to `idle_timeout`) spares the next burst a new task run. The caller commits after
+    each batch's effects are durable."""
     deadline = time.monotonic() + time_budget
     first = consumer.poll(first_wait)
     if first is None:
         return
     pending = [first]
-    while True:
+    last_message_at = time.monotonic()
+    while time.monotonic() < deadline:
         messages = pending + consumer.consume(num_messages=max_messages - len(pending), timeout=next_wait)
         pending = []
         if not messages:
-            return
+            if time.monotonic() - last_message_at >= idle_timeout:
+                return
+            continue
+        last_message_at = time.monotonic()
         for message in messages:
             error = message.error()
             if error is not None and error.code() != KafkaError._PARTITION_EOF:
                 raise KafkaException(error)
         yield [m for m in messages if m.error() is None]
-        if time.monotonic() >= deadline:
-            return
 
 
 def commit(consumer: Consumer) -> None:
