@@ -1,0 +1,160 @@
+"""The pipeline's Kafka-facing steps against the real broker, PostgreSQL and Redis, on topics of their own:
+the backlog the sensor waits on, the drain loop, failed deliveries, and bad messages on their way to the
+dead-letter topic while the rest of the batch goes on."""
+
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from airflow.providers.apache.kafka.hooks.client import KafkaAdminClientHook
+from airflow.providers.redis.hooks.redis import RedisHook
+
+from ledgerflow import topology
+from ledgerflow.core.audit import AuditContext
+from ledgerflow.core.config import load_rules
+from ledgerflow.core.messages import ClearedV1, Customer, TransactionV1, decode_cleared, encode
+from ledgerflow.core.reasons import ReasonCode
+from ledgerflow.core.states import Status
+from ledgerflow.pipeline.clear import clear_batch
+from ledgerflow.pipeline.settle import settle_batch
+from ledgerflow.store.kafka import (DeliveryFailed, LedgerflowConsumerHook, LedgerflowProducerHook, backlog, commit,
+                                    consume_batches, publish)
+
+CONTEXT = AuditContext(changed_by="tests", dag_id="tests", run_id="test_pipeline_steps", task_id="step",
+                       try_number=1, map_index=-1)
+
+
+@pytest.fixture
+def topics():
+    """Three fresh topics (input, outcome, dead letters), deleted afterwards."""
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    names = {role: f"{prefix}-{role}" for role in ("in", "out", "dlq")}
+    admin = KafkaAdminClientHook(kafka_config_id=topology.KAFKA_CONN_ID)
+    admin.create_topic([(name, 1, 1) for name in names.values()])
+    yield names
+    admin.delete_topic(list(names.values()))
+
+
+@pytest.fixture
+def producer():
+    producer = LedgerflowProducerHook(kafka_config_id=topology.KAFKA_CONN_ID).get_producer()
+    yield producer
+    producer.flush(10)
+
+
+def consumer_of(topic: str, group_id: str | None = None):
+    return LedgerflowConsumerHook([topic], group_id or f"test-{uuid.uuid4().hex[:8]}",
+                                  topology.KAFKA_CONN_ID).get_consumer()
+
+
+def read_all(topic: str, expected: int) -> list:
+    consumer = consumer_of(topic)
+    try:
+        messages = [m for batch in consume_batches(consumer, 1000, time_budget=30, idle_timeout=1) for m in batch]
+    finally:
+        consumer.close()
+    assert len(messages) == expected, f"{topic}: {[m.value() for m in messages]}"
+    return messages
+
+
+def transaction_message(ledger, transaction_id: str, amount: str, from_account: str, to_account: str) -> bytes:
+    customer = Customer(ledger.customer, "Test Customer", "LOW")
+    return encode(TransactionV1(
+        transaction_id=transaction_id, amount=Decimal(amount), from_account=from_account, to_account=to_account,
+        transaction_type="TRANSFER", description=None, created_at=datetime.now(UTC), from_customer=customer,
+        to_customer=customer, from_account_type="CHECKING", to_account_type="CHECKING",
+        from_balance=Decimal("0.00"), to_balance=Decimal("0.00"), risk_score=0))
+
+
+def test_the_backlog_counts_what_the_group_has_not_committed_without_consuming_it(topics, producer):
+    publish(producer, topics["in"], ((None, f"m{i}".encode()) for i in range(25)))
+    group_id = f"test-{uuid.uuid4().hex[:8]}"
+
+    watcher = consumer_of(topics["in"], group_id)
+    assert backlog(watcher, topics["in"]) == 25, "a group with no commit has everything from the earliest offset"
+    assert backlog(watcher, topics["in"]) == 25, "looking at the backlog consumes nothing"
+    watcher.close()
+
+    worker = consumer_of(topics["in"], group_id)
+    batches = consume_batches(worker, 10, time_budget=30, idle_timeout=1)
+    assert len(next(batches)) == 10
+    commit(worker)
+    worker.close()
+
+    watcher = consumer_of(topics["in"], group_id)
+    assert backlog(watcher, topics["in"]) == 15
+    watcher.close()
+
+
+def test_a_drain_takes_a_backlog_in_full_batches_in_order_and_ends_when_the_topic_is_idle(topics, producer):
+    publish(producer, topics["in"], ((None, f"m{i}".encode()) for i in range(25)))
+    consumer = consumer_of(topics["in"])
+    try:
+        batches = list(consume_batches(consumer, 10, time_budget=60, idle_timeout=1))
+    finally:
+        consumer.close()
+    assert [len(b) for b in batches] == [10, 10, 5]
+    assert [m.value() for b in batches for m in b] == [f"m{i}".encode() for i in range(25)]
+
+
+def test_a_delivery_the_broker_does_not_acknowledge_fails_the_publish(producer):
+    missing_topic = f"test-{uuid.uuid4().hex[:8]}-does-not-exist"  # auto-creation is off
+    try:
+        with pytest.raises(DeliveryFailed, match=f"of 2 messages to {missing_topic} failed, 2 unacknowledged"):
+            publish(producer, missing_topic, [(b"k", b"one"), (b"k", b"two")], flush_timeout=2)
+    finally:
+        producer.purge()  # the two undeliverable messages
+
+
+def test_bad_messages_go_to_the_dead_letter_topic_with_the_reason_and_the_batch_goes_on(
+        topics, producer, ledger):
+    source, destination = ledger.accounts("1000.00", "0.00")
+    good, disagreeing = ledger.transactions((source, destination, "100.00"), (source, destination, "50.00"))
+    unknown = f"{ledger.prefix}-unknown"
+    publish(producer, topics["in"], [
+        (b"k", b"not json at all"),
+        (b"k", transaction_message(ledger, disagreeing, "5000.00", source, destination)),
+        (b"k", transaction_message(ledger, unknown, "10.00", source, destination)),
+        (b"k", transaction_message(ledger, good, "100.00", source, destination)),
+    ])
+    messages = read_all(topics["in"], 4)
+
+    result = clear_batch(ledger.conn, producer, messages, load_rules(), CONTEXT, topics["out"], topics["dlq"])
+
+    assert (result.decided, result.published, result.dead_lettered) == (1, 1, 3)
+    assert ledger.statuses([good, disagreeing]) == {good: "cleared", disagreeing: "pending"}
+    dead = read_all(topics["dlq"], 3)
+    reasons = [dict(m.headers())["reason"].decode() for m in dead]
+    assert reasons[0].startswith("JSON is malformed"), reasons[0]
+    assert "message says 5000.00" in reasons[1] and "the ledger says 50.00" in reasons[1], reasons[1]
+    assert f"transaction {unknown} is not in the ledger" == reasons[2]
+    assert [dict(m.headers())["source_offset"] for m in dead] == [b"0", b"1", b"2"]
+    assert dead[0].value() == b"not json at all", "a dead letter carries the message unchanged"
+
+    outcome = decode_cleared(read_all(topics["out"], 1)[0].value())
+    assert (outcome.transaction_id, outcome.status) == (good, "cleared")
+
+
+def test_settle_dead_letters_a_bad_outcome_and_settles_the_rest(topics, producer, ledger):
+    source, destination = ledger.accounts("1000.00", "0.00")
+    [cleared] = ledger.transactions((source, destination, "100.00"), status="cleared")
+    customer = Customer(ledger.customer, "Test Customer", "LOW")
+    publish(producer, topics["in"], [
+        # a message of the other contract on the cleared topic
+        (b"k", transaction_message(ledger, cleared, "100.00", source, destination)),
+        (b"k", encode(ClearedV1(
+            transaction_id=cleared, status=Status.CLEARED, reason_code=ReasonCode.CLEARED, reason="",
+            amount=Decimal("100.00"), from_account=source, to_account=destination, risk_score=0,
+            from_customer=customer, to_customer=customer, available_balance=None, cleared_at=datetime.now(UTC)))),
+    ])
+    messages = read_all(topics["in"], 2)
+    redis_client = RedisHook(redis_conn_id=topology.REDIS_CONN_ID).get_conn()
+
+    result = settle_batch(ledger.conn, redis_client, producer, messages, CONTEXT, topics["dlq"])
+
+    assert (result.settled, result.dead_lettered) == (1, 1)
+    assert ledger.balances([source, destination]) == {source: Decimal("900.00"), destination: Decimal("100.00")}
+    [dead] = read_all(topics["dlq"], 1)
+    assert "`$.schema`" in dict(dead.headers())["reason"].decode()
+    assert redis_client.hget(f"settlement:{cleared}", "from_balance_after") == b"900.00"
