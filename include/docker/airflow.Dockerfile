@@ -6,4 +6,5 @@ RUN pip install --no-cache-dir \
     "apache-airflow-providers-postgres==7.1.1" \
     "apache-airflow-providers-redis==4.7.1" \
     "confluent-kafka==2.16.1" \
-    "msgspec==0.22.0"
+    "msgspec==0.22.0" \
+    "hiredis==3.5.0"
