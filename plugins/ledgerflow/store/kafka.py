@@ -19,9 +19,12 @@ PRODUCER_SETTINGS = {
 }
 # Offsets are committed by the task only after its effects are durable. A group with no committed
 # offset starts from the earliest message, so nothing published before the group first ran is skipped.
+# The prefetch queue is capped at about two batches (librdkafka's default, 64 MiB, made a task's peak
+# memory grow with the backlog it found).
 CONSUMER_SETTINGS = {
     "enable.auto.commit": False,
     "auto.offset.reset": "earliest",
+    "queued.max.messages.kbytes": 16384,
 }
 
 
