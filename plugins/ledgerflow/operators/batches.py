@@ -19,7 +19,7 @@ class KafkaBatchOperator(BaseOperator):
 
     def __init__(self, *, topic: str, group_id: str, dead_letter_topic: str, kafka_config_id: str,
                  postgres_conn_id: str, batch_size: int = 10000, time_budget: float = 300.0,
-                 idle_timeout: float = 10.0, **kwargs):
+                 idle_timeout: float = 30.0, **kwargs):
         super().__init__(**kwargs)
         self.topic = topic
         self.group_id = group_id
