@@ -1,12 +1,13 @@
 """produce_window: re-drive an hour of transactions that are not terminal yet, for backfills.
 
-    airflow backfill create --dag-id ledgerflow_produce_window --from-date 2026-11-24 --to-date 2026-11-25
+    airflow backfill create --dag-id ledgerflow_produce_window --from-date 2026-11-24T00:00:00+00:00 --to-date 2026-11-24T23:00:00+00:00
 
-creates one run per hour (24 for a day). Each publishes its hour's pending, cleared and cleared-with-
-conditions transactions again, published before or not (after an outage, a lost topic, a restored
-backup). clear and settle treat a transaction that already moved on as a duplicate: they republish or
-rewrite what the ledger records and settle nothing twice. Scheduled hourly, it is also a safety net for
-the hour before.
+creates one run per hour of 24 November: 24 runs (both dates name the start of an hour, and both are
+included). Each publishes its hour's pending, cleared and cleared-with-conditions transactions again,
+published before or not (after an outage, a lost topic, a restored backup). clear and settle treat a
+transaction that already moved on as a duplicate: they republish or rewrite what the ledger records and
+settle nothing twice. A backfill's runs start only while this DAG is unpaused (`airflow dags unpause
+ledgerflow_produce_window`); left unpaused, it also re-drives the hour before every hour, as a safety net.
 """
 
 from datetime import UTC, datetime, timedelta
