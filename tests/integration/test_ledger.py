@@ -165,3 +165,25 @@ def test_the_same_batch_settled_by_two_workers_at_once_settles_once(ledger):
     count = ledger.conn.execute("SELECT count(*) FROM journal_postings WHERE transaction_id = ANY(%s)", (ids,)).fetchone()[0]
     assert count == 40
     assert ledger.reconciliation_gaps([source, destination]) == []
+
+
+def test_settling_does_not_wait_for_inserts_that_reference_its_accounts(ledger):
+    # An open INSERT of a transfer holds a key-share lock on both its accounts (the foreign-key check),
+    # as the application's inserts do all the time. Settlement only changes balances, so it must not
+    # need a lock that conflicts with that: under load, waiting on it deadlocked with inserts that had
+    # locked the same accounts in another order.
+    source, destination = ledger.accounts("500.00", "0.00")
+    [cleared] = ledger.transactions((source, destination, "10.00"), status="cleared")
+    inserter = PostgresHook(postgres_conn_id="ledgerflow_postgres").get_conn()
+    try:
+        inserter.execute("INSERT INTO transactions (transaction_id, amount, from_account, to_account) "
+                         "VALUES (%s, 1.00, %s, %s)", (f"{ledger.prefix}-open", destination, source))
+        ledger.conn.execute("SET lock_timeout = '2s'")
+
+        settle(ledger.conn, [cleared], AIRFLOW)
+
+        assert ledger.statuses([cleared]) == {cleared: "settled"}
+    finally:
+        ledger.conn.execute("RESET lock_timeout")
+        inserter.rollback()
+        inserter.close()

@@ -25,13 +25,17 @@ UPDATE transactions t
  WHERE t.transaction_id = c.transaction_id AND t.status = c.expected
 RETURNING t.transaction_id"""
 
+# Settlement changes statuses and balances, never a key, so it takes NO KEY UPDATE locks: they exclude
+# every other settlement as FOR UPDATE would, but not the key-share locks that foreign-key checks take.
+# An INSERT of a transfer key-share-locks both its accounts, in its own order; had settlement waited
+# for those, inserts and settlement would deadlock under load.
 LOCK_TRANSACTIONS = """
 SELECT transaction_id, status, from_account, to_account, amount FROM transactions
- WHERE transaction_id = ANY(%s) ORDER BY transaction_id FOR UPDATE"""
+ WHERE transaction_id = ANY(%s) ORDER BY transaction_id FOR NO KEY UPDATE"""
 
 LOCK_ACCOUNTS = """
 SELECT account_number, balance FROM accounts
- WHERE account_number = ANY(%s) ORDER BY account_number FOR UPDATE"""
+ WHERE account_number = ANY(%s) ORDER BY account_number FOR NO KEY UPDATE"""
 
 UPDATE_BALANCES = """
 UPDATE accounts a SET balance = u.balance
