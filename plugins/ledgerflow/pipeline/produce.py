@@ -8,6 +8,7 @@ from ledgerflow.core.config import RulesConfig
 from ledgerflow.core.messages import Customer, TransactionV1, encode
 from ledgerflow.core.rules import risk_score
 from ledgerflow.store.kafka import publish
+from ledgerflow.store.ledger import LOCK_IN_ORDER
 
 # Both customers and accounts, as the original producer enriched them. One query, read through a
 # server-side cursor so a large window is streamed, never loaded whole.
@@ -67,7 +68,10 @@ def produce_window(reader, writer, producer, topic: str, rules: RulesConfig, end
         while rows := cursor.fetchmany(batch_size):
             messages = [to_message(row, rules) for row in rows]
             publish(producer, topic, ((m.from_account, encode(m)) for m in messages))
-            writer.execute(MARK_PUBLISHED, ([m.transaction_id for m in messages],))
+            ids = [m.transaction_id for m in messages]
+            with writer.transaction():
+                writer.execute(LOCK_IN_ORDER, (ids,))
+                writer.execute(MARK_PUBLISHED, (ids,))
             published += len(messages)
             batches += 1
     return ProduceResult(published, batches, round(time.monotonic() - started, 3))

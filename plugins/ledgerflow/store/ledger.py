@@ -25,10 +25,15 @@ UPDATE transactions t
  WHERE t.transaction_id = c.transaction_id AND t.status = c.expected
 RETURNING t.transaction_id"""
 
-# Settlement changes statuses and balances, never a key, so it takes NO KEY UPDATE locks: they exclude
-# every other settlement as FOR UPDATE would, but not the key-share locks that foreign-key checks take.
-# An INSERT of a transfer key-share-locks both its accounts, in its own order; had settlement waited
-# for those, inserts and settlement would deadlock under load.
+# Every writer of a batch of transactions locks its rows in transaction_id order before it changes them
+# (produce marking them published, clear deciding them, settle settling them, possibly the same rows at
+# the same moment), so no two writers can each hold a row the other waits for. The locks are NO KEY
+# UPDATE: these writers change statuses, marks and balances, never a key, so the key-share locks of
+# foreign-key checks do not block them. An INSERT of a transfer key-share-locks both its accounts, in
+# its own order; had settlement waited for those, inserts and settlement would deadlock under load.
+LOCK_IN_ORDER = """
+SELECT FROM transactions WHERE transaction_id = ANY(%s) ORDER BY transaction_id FOR NO KEY UPDATE"""
+
 LOCK_TRANSACTIONS = """
 SELECT transaction_id, status, from_account, to_account, amount FROM transactions
  WHERE transaction_id = ANY(%s) ORDER BY transaction_id FOR NO KEY UPDATE"""
@@ -87,6 +92,7 @@ def transition(conn, changes: Iterable[StatusChange], context: AuditContext) -> 
     changes = _first_per_transaction(changes, lambda c: c.transaction_id)
     with conn.transaction(), conn.cursor() as cursor:
         _set_audit_context(cursor, context)
+        cursor.execute(LOCK_IN_ORDER, ([c.transaction_id for c in changes],))
         return _apply_status_changes(cursor, changes)
 
 
