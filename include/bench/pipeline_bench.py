@@ -32,7 +32,7 @@ from airflow.providers.postgres.hooks.postgres import PostgresHook
 from include.airflow_control import AirflowApi, run_dag
 from include.generate_transactions import create_accounts, insert, transfers
 from ledgerflow import topology
-from ledgerflow.store.kafka import LedgerflowConsumerHook, backlog
+from ledgerflow.store.kafka import group_backlog
 
 # dag_id, task_id, the count in its summary, the topic and group it consumes
 STAGES = [("ledgerflow_produce", "publish_new_transactions", "published", None, None),
@@ -90,13 +90,7 @@ class Load:
 def waiting(topic: str | None, group_id: str | None) -> bool:
     """Whether a stage has work: clear and settle when their topic has messages their group has not
     committed (their sensor would wait forever otherwise); produce always runs once."""
-    if topic is None:
-        return True
-    consumer = LedgerflowConsumerHook([topic], group_id, topology.KAFKA_CONN_ID).get_conn
-    try:
-        return backlog(consumer, topic) > 0
-    finally:
-        consumer.close()
+    return topic is None or group_backlog(topic, group_id, topology.KAFKA_CONN_ID) > 0
 
 
 def drain_with_dags_test(api: AirflowApi) -> dict[str, list[dict]]:
@@ -187,7 +181,8 @@ def latency(api, conn, args) -> None:
         load.insert(args.rate)
         load.wait_until_terminal(args.timeout)
         seconds = sorted(load.latencies())
-        p50, p95 = statistics.quantiles(seconds, n=100)[49], statistics.quantiles(seconds, n=100)[94]
+        percentiles = statistics.quantiles(seconds, n=100)
+        p50, p95 = percentiles[49], percentiles[94]
         print(f"\nlatency: {count:,} transactions at {args.rate:,.0f}/s for {args.seconds:.0f} s "
               f"across {args.accounts:,} accounts ({load.outcome()})")
         print(f"insert to terminal status: p50 {p50:.1f} s, p95 {p95:.1f} s, max {seconds[-1]:.1f} s")

@@ -4,7 +4,7 @@ from collections.abc import Sequence
 
 from airflow.sdk import BaseSensorOperator
 
-from ledgerflow.store.kafka import LedgerflowConsumerHook, backlog
+from ledgerflow.store.kafka import group_backlog
 from ledgerflow.triggers.backlog import KafkaBacklogTrigger
 
 
@@ -23,11 +23,7 @@ class KafkaBacklogSensor(BaseSensorOperator):
         self.poll_interval = poll_interval
 
     def execute(self, context) -> int:
-        consumer = LedgerflowConsumerHook([self.topic], self.group_id, self.kafka_config_id).get_conn
-        try:
-            waiting = backlog(consumer, self.topic)
-        finally:
-            consumer.close()
+        waiting = group_backlog(self.topic, self.group_id, self.kafka_config_id)
         if waiting:
             return waiting
         self.defer(trigger=KafkaBacklogTrigger(self.topic, self.group_id, self.kafka_config_id, self.poll_interval),

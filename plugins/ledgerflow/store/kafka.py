@@ -126,6 +126,15 @@ def backlog(consumer: Consumer, topic: str, timeout: float = 10.0) -> int:
     return total
 
 
+def group_backlog(topic: str, group_id: str, kafka_config_id: str) -> int:
+    """`backlog` for one look, with a consumer opened and closed for it."""
+    consumer = LedgerflowConsumerHook([topic], group_id, kafka_config_id).get_conn
+    try:
+        return backlog(consumer, topic)
+    finally:
+        consumer.close()
+
+
 def dead_letter(producer: Producer, topic: str, rejects: Sequence[tuple[Message, str]]) -> int:
     """Send messages that cannot be processed to the dead-letter topic, unchanged, with the reason and
     where they came from in headers."""
