@@ -73,3 +73,54 @@ def test_a_direct_illegal_update_is_refused_and_leaves_no_audit_row(ledger):
 
     assert ledger.statuses([transaction_id]) == {transaction_id: "pending"}
     assert ledger.audit(transaction_id) == []
+
+
+def test_only_the_status_trigger_writes_the_audit_trail(ledger):
+    accounts = ledger.accounts("100.00", "0.00")
+    [transaction_id] = ledger.transactions((accounts[0], accounts[1], "1.00"))
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="written by the status-change trigger"):
+        ledger.conn.execute("INSERT INTO transaction_audit (transaction_id, new_status, changed_by) "
+                            "VALUES (%s, 'settled', 'me')", (transaction_id,))
+
+
+@pytest.mark.parametrize(("statement", "error"), [
+    ("INSERT INTO transactions (transaction_id, amount, from_account, to_account, status) "
+     "VALUES (%(id)s || '-new', 1, %(from)s, %(to)s, 'approved')", "unknown status approved"),
+    ("UPDATE transactions SET status = 'cleared', status_reason_code = 'BECAUSE' WHERE transaction_id = %(id)s",
+     "unknown status cleared or reason code BECAUSE"),
+    ("UPDATE transactions SET status_message = 'why', status_reason_code = 'BECAUSE' WHERE transaction_id = %(id)s",
+     "reason code BECAUSE"),
+    ("INSERT INTO journal_postings (transaction_id, account_number, direction, amount, balance_after) "
+     "VALUES (%(id)s, %(to)s, 'DEBIT', 1, 0)", "posting DEBIT of transaction .* matches no such transaction and account"),
+    ("INSERT INTO journal_postings (transaction_id, account_number, direction, amount, balance_after) "
+     "VALUES ('no-such-transaction', %(from)s, 'DEBIT', 1, 0)", "matches no such transaction"),
+])
+def test_statuses_reasons_and_postings_must_refer_to_what_exists(ledger, statement, error):
+    source, destination = ledger.accounts("100.00", "0.00")
+    [transaction_id] = ledger.transactions((source, destination, "1.00"))
+    with pytest.raises(psycopg.errors.ForeignKeyViolation, match=error):
+        ledger.conn.execute(statement, {"id": transaction_id, "from": source, "to": destination})
+    assert ledger.statuses([transaction_id]) == {transaction_id: "pending"}
+
+
+def test_a_transaction_with_a_history_keeps_its_id_and_cannot_be_deleted(ledger):
+    source, destination = ledger.accounts("100.00", "0.00")
+    [audited, fresh] = ledger.transactions((source, destination, "1.00"), (source, destination, "2.00"))
+    ledger.conn.execute("UPDATE transactions SET status = 'rejected', status_reason_code = 'SAME_ACCOUNT' "
+                        "WHERE transaction_id = %s", (audited,))
+
+    with pytest.raises(psycopg.errors.ForeignKeyViolation, match="audit trail and cannot be deleted"):
+        ledger.conn.execute("DELETE FROM transactions WHERE transaction_id = ANY(%s)", ([audited, fresh],))
+    with pytest.raises(psycopg.errors.ForeignKeyViolation, match="cannot change"):
+        ledger.conn.execute("UPDATE transactions SET transaction_id = %s WHERE transaction_id = %s",
+                            (f"{fresh}-renamed", fresh))
+    ledger.conn.execute("DELETE FROM transactions WHERE transaction_id = %s", (fresh,))  # no history yet
+
+    assert ledger.statuses([audited, fresh]) == {audited: "rejected"}
+
+
+def test_the_reason_codes_and_statuses_change_only_by_migration(pg):
+    for statement in ("DELETE FROM reason_codes WHERE reason_code = 'SETTLED'",
+                      "UPDATE transaction_statuses SET terminal = false WHERE status = 'settled'"):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="restates the domain core"):
+            pg.execute(statement)
