@@ -20,6 +20,8 @@ from ledgerflow.pipeline.clear import clear_batch
 from ledgerflow.pipeline.settle import settle_batch
 from ledgerflow.store.kafka import (DeliveryFailed, LedgerflowConsumerHook, LedgerflowProducerHook, backlog, commit,
                                     consume_batches, publish)
+from ledgerflow.store.ledger import settle
+from ledgerflow.store.redis_projection import ProjectionResult, project
 
 CONTEXT = AuditContext(changed_by="tests", dag_id="tests", run_id="test_pipeline_steps", task_id="step",
                        try_number=1, map_index=-1)
@@ -158,3 +160,24 @@ def test_settle_dead_letters_a_bad_outcome_and_settles_the_rest(topics, producer
     [dead] = read_all(topics["dlq"], 1)
     assert "`$.schema`" in dict(dead.headers())["reason"].decode()
     assert redis_client.hget(f"settlement:{cleared}", "from_balance_after") == b"900.00"
+
+
+def test_the_redis_records_of_a_settlement_are_those_the_ledger_rebuilds(ledger):
+    """settle writes the records of what it just decided from its own result; a redelivery rewrites them
+    from the ledger. Both must write the same hashes, field for field."""
+    source, destination = ledger.accounts("100.00", "5.00")
+    ids = (ledger.transactions((source, destination, "60.00"), (source, destination, "50.00"), status="cleared")
+           + ledger.transactions((source, destination, "40.00"), status="cleared_with_conditions"))
+    redis_client = RedisHook(redis_conn_id=topology.REDIS_CONN_ID).get_conn()
+    keys = [f"settlement:{ids[0]}", f"rejected:{ids[1]}", f"settlement:{ids[2]}"]
+
+    result = settle(ledger.conn, ids, CONTEXT)
+    assert project(ledger.conn, redis_client, ids, result) == ProjectionResult(settled=2, rejected=1)
+    from_settlement = [redis_client.hgetall(key) for key in keys]
+    redis_client.delete(*keys)
+    assert project(ledger.conn, redis_client, ids) == ProjectionResult(settled=2, rejected=1)
+    from_ledger = [redis_client.hgetall(key) for key in keys]
+
+    assert from_settlement == from_ledger
+    assert from_ledger[1][b"available_balance"] == b"40.00"
+    assert from_ledger[2][b"clearance_status"] == b"cleared_with_conditions"

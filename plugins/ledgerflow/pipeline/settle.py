@@ -37,7 +37,7 @@ def settle_batch(conn, redis_client, producer, messages: list[Message], context:
             outcomes.setdefault(decoded.transaction_id, decoded)
 
     result = settle(conn, [i for i, o in outcomes.items() if o.status in SETTLEABLE], context)
-    projected = project(conn, redis_client, list(outcomes))
+    projected = project(conn, redis_client, list(outcomes), result)
     settled = sum(isinstance(o, Settled) for o in result.outcomes)
     return SettleResult(settled=settled, rejected_at_settlement=len(result.outcomes) - settled,
                         already_done=len(result.not_settleable), projected=projected.settled + projected.rejected,

@@ -7,6 +7,7 @@ each unit of work in one database transaction. The database audits every status 
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from ledgerflow.core.audit import AuditContext
 from ledgerflow.core.reasons import ReasonCode
@@ -34,8 +35,9 @@ RETURNING t.transaction_id"""
 LOCK_IN_ORDER = """
 SELECT FROM transactions WHERE transaction_id = ANY(%s) ORDER BY transaction_id FOR NO KEY UPDATE"""
 
+# now() is the database transaction's timestamp: the settlement time every row of the batch records.
 LOCK_TRANSACTIONS = """
-SELECT transaction_id, status, from_account, to_account, amount FROM transactions
+SELECT transaction_id, status, from_account, to_account, amount, risk_score, now() FROM transactions
  WHERE transaction_id = ANY(%s) ORDER BY transaction_id FOR NO KEY UPDATE"""
 
 LOCK_ACCOUNTS = """
@@ -62,6 +64,10 @@ class TransitionResult:
 class SettlementResult:
     outcomes: list[Settled | Refused]
     not_settleable: dict[str, str]  # transaction id -> its status (settled already, rejected, ...)
+    # What the ledger recorded with the outcomes, so their read model needs no second query:
+    changes: dict[str, StatusChange]  # the transition each outcome made (from cleared or cleared_with_conditions)
+    risk_scores: dict[str, int | None]
+    settled_at: datetime | None  # the time the settled and rejected rows record (the transaction's now())
 
 
 def _set_audit_context(cursor, context: AuditContext) -> None:
@@ -105,14 +111,15 @@ def settle(conn, transaction_ids: Iterable[str], context: AuditContext) -> Settl
     with conn.transaction(), conn.cursor() as cursor:
         _set_audit_context(cursor, context)
         cursor.execute(LOCK_TRANSACTIONS, (ordered_ids,))
-        statuses, recorded = {}, {}
-        for transaction_id, status, from_account, to_account, amount in cursor.fetchall():
+        statuses, recorded, risk_scores, settled_at = {}, {}, {}, None
+        for transaction_id, status, from_account, to_account, amount, risk_score, settled_at in cursor.fetchall():
             statuses[transaction_id] = Status(status)
             recorded[transaction_id] = Transfer(transaction_id, from_account, to_account, amount)
+            risk_scores[transaction_id] = risk_score
         settleable = [recorded[i] for i in ordered_ids if statuses.get(i) in SETTLEABLE]
         not_settleable = {i: str(statuses.get(i, "unknown")) for i in ordered_ids if statuses.get(i) not in SETTLEABLE}
         if not settleable:
-            return SettlementResult([], not_settleable)
+            return SettlementResult([], not_settleable, {}, {}, settled_at)
 
         cursor.execute(LOCK_ACCOUNTS, (sorted({n for t in settleable for n in (t.from_account, t.to_account)}),))
         balances = dict(cursor.fetchall())
@@ -128,8 +135,10 @@ def settle(conn, transaction_ids: Iterable[str], context: AuditContext) -> Settl
             ["DEBIT", "CREDIT"] * len(settled),
             [o.transfer.amount for o in settled for _ in (0, 1)],
             [b for o in settled for b in (o.from_balance_after, o.to_balance_after)]))
-        _apply_status_changes(cursor, [_settlement_change(o, statuses[o.transfer.transaction_id]) for o in outcomes])
-        return SettlementResult(outcomes, not_settleable)
+        changes = [_settlement_change(o, statuses[o.transfer.transaction_id]) for o in outcomes]
+        _apply_status_changes(cursor, changes)
+        return SettlementResult(outcomes, not_settleable, {c.transaction_id: c for c in changes},
+                                {t.transaction_id: risk_scores[t.transaction_id] for t in settleable}, settled_at)
 
 
 def _settlement_change(outcome: Settled | Refused, status: Status) -> StatusChange:

@@ -6,6 +6,10 @@ the database commit and Redis, heals by writing the same record again.
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
+
+from ledgerflow.core.settlement import Settled
+from ledgerflow.store.ledger import SettlementResult
 
 # Everything both hashes need, for a batch of terminal transactions, in one query. The transition
 # into settled names what it settled from (cleared or cleared_with_conditions).
@@ -22,6 +26,11 @@ SELECT t.transaction_id, t.status, t.amount, t.from_account, t.to_account, t.ris
   LEFT JOIN journal_postings debit ON debit.transaction_id = t.transaction_id AND debit.direction = 'DEBIT'
   LEFT JOIN journal_postings credit ON credit.transaction_id = t.transaction_id AND credit.direction = 'CREDIT'
  WHERE t.transaction_id = ANY(%s) AND t.status IN ('settled', 'rejected')"""
+
+
+SELECT_CUSTOMERS = """
+SELECT a.account_number, c.customer_id, c.name FROM accounts a JOIN customers c ON c.customer_id = a.customer_id
+ WHERE a.account_number = ANY(%s)"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,14 +62,39 @@ def records(row) -> tuple[str, dict[str, str]]:
     return key, {name: _text(value) for name, value in fields.items()}
 
 
-def project(conn, redis_client, transaction_ids: Sequence[str]) -> ProjectionResult:
-    """Write the hashes of the given transactions that are settled or rejected, in one pipeline."""
-    rows = conn.execute(SELECT_TERMINAL, (list(transaction_ids),)).fetchall()
+def settlement_rows(conn, result: SettlementResult) -> list[tuple]:
+    """SELECT_TERMINAL's rows for the outcomes of a settlement that just committed, built from what it
+    recorded (the same values the ledger now holds) plus one query for the customers."""
+    numbers = list({n for o in result.outcomes for n in (o.transfer.from_account, o.transfer.to_account)})
+    customers = {number: (customer_id, name) for number, customer_id, name in conn.execute(SELECT_CUSTOMERS, (numbers,))}
+    rows = []
+    for outcome in result.outcomes:
+        transfer, at = outcome.transfer, result.settled_at
+        change = result.changes[transfer.transaction_id]
+        settled = isinstance(outcome, Settled)
+        rows.append((transfer.transaction_id, change.new.value, transfer.amount, transfer.from_account,
+                     transfer.to_account, result.risk_scores[transfer.transaction_id],
+                     None if settled else outcome.available_balance, change.reason_code.value, change.message, at,
+                     *customers[transfer.from_account], *customers[transfer.to_account],
+                     *((outcome.from_balance_after, outcome.to_balance_after, at, change.expected.value) if settled
+                       else (None, None, None, None))))
+    return rows
+
+
+def project(conn, redis_client, transaction_ids: Sequence[str], settlement: SettlementResult | None = None
+            ) -> ProjectionResult:
+    """Write the hashes of the given transactions that are settled or rejected, in one pipeline. Those
+    that `settlement` (just committed) decided are built from it; the rest are read from the ledger."""
+    rows = settlement_rows(conn, settlement) if settlement and settlement.outcomes else []
+    decided = {row[0] for row in rows}
+    rest = [i for i in transaction_ids if i not in decided]
+    if rest:
+        rows += conn.execute(SELECT_TERMINAL, (rest,)).fetchall()
     pipeline = redis_client.pipeline(transaction=False)
     settled = 0
     for row in rows:
         key, fields = records(row)
-        pipeline.hset(key, mapping=fields)
+        pipeline.execute_command("HSET", key, *chain.from_iterable(fields.items()))
         settled += row[1] == "settled"
     pipeline.execute()
     return ProjectionResult(settled, len(rows) - settled)
