@@ -107,7 +107,7 @@ serverurl=unix://$LEDGERFLOW_STATE/supervisor/supervisor.sock
 [program:postgres]
 command=$(pg_bindir)/postgres -D $pg/data -c listen_addresses=127.0.0.1 -c port=$LEDGERFLOW_PG_PORT
   -c unix_socket_directories=$pg/socket -c max_connections=300 -c shared_buffers=1GB
-  -c max_wal_size=4GB -c checkpoint_timeout=15min
+  -c max_wal_size=4GB -c checkpoint_timeout=15min -c random_page_cost=1.1 -c effective_cache_size=4GB
 user=postgres
 autostart=false
 stopsignal=INT
