@@ -6,7 +6,10 @@ the database commit and Redis, heals by writing the same record again.
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from itertools import chain
+
+import hiredis
 
 from ledgerflow.core.settlement import Settled
 from ledgerflow.store.ledger import SettlementResult
@@ -40,7 +43,7 @@ class ProjectionResult:
 
 
 def _text(value) -> str:
-    return "" if value is None else value.isoformat() if hasattr(value, "isoformat") else str(value)
+    return "" if value is None else value.isoformat() if isinstance(value, datetime) else str(value)
 
 
 def records(row) -> tuple[str, dict[str, str]]:
@@ -60,6 +63,22 @@ def records(row) -> tuple[str, dict[str, str]]:
                   "available_balance": available, "rejection_time": changed_at}
         key = f"rejected:{transaction_id}"
     return key, {name: _text(value) for name, value in fields.items()}
+
+
+def _write(redis_client, commands: list[bytes]) -> None:
+    """Send commands packed by hiredis in one write, then read their replies. redis-py's pipeline packs
+    every argument in Python: 0.16 s per 10,000 hashes of 16 fields, more than Redis takes to store them."""
+    pool = redis_client.connection_pool
+    connection = pool.get_connection()
+    try:
+        connection.send_packed_command([b"".join(commands)])
+        for _ in commands:
+            connection.read_response()
+    except BaseException:
+        connection.disconnect()  # replies may be left unread
+        raise
+    finally:
+        pool.release(connection)
 
 
 def settlement_rows(conn, result: SettlementResult) -> list[tuple]:
@@ -83,18 +102,18 @@ def settlement_rows(conn, result: SettlementResult) -> list[tuple]:
 
 def project(conn, redis_client, transaction_ids: Sequence[str], settlement: SettlementResult | None = None
             ) -> ProjectionResult:
-    """Write the hashes of the given transactions that are settled or rejected, in one pipeline. Those
+    """Write the hashes of the given transactions that are settled or rejected, in one round trip. Those
     that `settlement` (just committed) decided are built from it; the rest are read from the ledger."""
     rows = settlement_rows(conn, settlement) if settlement and settlement.outcomes else []
     decided = {row[0] for row in rows}
     rest = [i for i in transaction_ids if i not in decided]
     if rest:
         rows += conn.execute(SELECT_TERMINAL, (rest,)).fetchall()
-    pipeline = redis_client.pipeline(transaction=False)
-    settled = 0
+    commands = []
     for row in rows:
         key, fields = records(row)
-        pipeline.execute_command("HSET", key, *chain.from_iterable(fields.items()))
-        settled += row[1] == "settled"
-    pipeline.execute()
+        commands.append(hiredis.pack_command(("HSET", key, *chain.from_iterable(fields.items()))))
+    if commands:
+        _write(redis_client, commands)
+    settled = sum(row[1] == "settled" for row in rows)
     return ProjectionResult(settled, len(rows) - settled)
