@@ -181,3 +181,21 @@ def test_the_redis_records_of_a_settlement_are_those_the_ledger_rebuilds(ledger)
     assert from_settlement == from_ledger
     assert from_ledger[1][b"available_balance"] == b"40.00"
     assert from_ledger[2][b"clearance_status"] == b"cleared_with_conditions"
+
+
+def test_clear_publishes_the_same_outcome_for_a_decision_and_for_its_redelivery(topics, producer, ledger):
+    """clear publishes what it just decided from the decision; a redelivered message republishes what
+    the ledger recorded. Subscribers must not be able to tell the two apart."""
+    source, destination = ledger.accounts("1000.00", "0.00")
+    ids = ledger.transactions((source, destination, "100.00"), (source, destination, "5000.00"))
+    publish(producer, topics["in"], [(b"k", transaction_message(ledger, i, amount, source, destination))
+                                     for i, amount in zip(ids, ("100.00", "5000.00"))])
+    messages = read_all(topics["in"], 2)
+
+    first = clear_batch(ledger.conn, producer, messages, load_rules(), CONTEXT, topics["out"], topics["dlq"])
+    again = clear_batch(ledger.conn, producer, messages, load_rules(), CONTEXT, topics["out"], topics["dlq"])
+
+    assert (first.decided, first.published, again.decided, again.duplicates, again.published) == (2, 2, 0, 2, 2)
+    published = [decode_cleared(m.value()) for m in read_all(topics["out"], 4)]
+    assert published[:2] == published[2:]
+    assert ledger.statuses(ids) == {ids[0]: "cleared", ids[1]: "rejected"}

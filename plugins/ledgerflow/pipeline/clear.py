@@ -85,7 +85,14 @@ def clear_batch(conn, producer, messages: list[Message], rules: RulesConfig, con
                                             risk_score=m.risk_score, available_balance=d.available_balance)
                                for d, m in zip(decisions, pending)], context)
 
-    recorded = {row[0]: row for row in conn.execute(SELECT_TRANSACTIONS, (list(batch),)).fetchall()}
+    # What the ledger now records: the decisions just applied as they were written, the rest re-read
+    # (a redelivery, or a transaction another run decided meanwhile).
+    applied = set(result.applied)
+    recorded = {d.transaction_id: (d.transaction_id, d.status.value, *rows[d.transaction_id][2:5], d.reason_code.value,
+                                   d.message, m.risk_score, d.available_balance, result.changed_at)
+                for d, m in zip(decisions, pending) if d.transaction_id in applied}
+    if rest := [i for i in batch if i not in applied]:
+        recorded.update((row[0], row) for row in conn.execute(SELECT_TRANSACTIONS, (rest,)).fetchall())
     outcomes = [_outcome(message, recorded[i]) for i, message in batch.items()
                 if recorded[i][1] in PUBLISHED_CLEARANCE_OUTCOMES]
     published = publish(producer, outcome_topic, ((o.from_account, encode(o)) for o in outcomes))

@@ -24,7 +24,7 @@ UPDATE transactions t
   FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::smallint[], %s::numeric[])
        AS c(transaction_id, expected, new_status, reason_code, message, risk_score, available_balance)
  WHERE t.transaction_id = c.transaction_id AND t.status = c.expected
-RETURNING t.transaction_id"""
+RETURNING t.transaction_id, t.status_changed_at"""
 
 # Every writer of a batch of transactions locks its rows in transaction_id order before it changes them
 # (produce marking them published, clear deciding them, settle settling them, possibly the same rows at
@@ -58,6 +58,7 @@ SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::numeric[], %s::nume
 class TransitionResult:
     applied: list[str]
     duplicates: list[str]  # not in the expected status any more (or unknown): nothing was changed
+    changed_at: datetime | None = None  # the status_changed_at the applied changes recorded
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,9 +88,10 @@ def _apply_status_changes(cursor, changes: Sequence[StatusChange]) -> Transition
         [c.transaction_id for c in changes], [c.expected.value for c in changes], [c.new.value for c in changes],
         [c.reason_code.value for c in changes], [c.message for c in changes], [c.risk_score for c in changes],
         [c.available_balance for c in changes]))
-    applied = {row[0] for row in cursor.fetchall()}
+    applied = dict(cursor.fetchall())
     return TransitionResult(applied=[c.transaction_id for c in changes if c.transaction_id in applied],
-                            duplicates=[c.transaction_id for c in changes if c.transaction_id not in applied])
+                            duplicates=[c.transaction_id for c in changes if c.transaction_id not in applied],
+                            changed_at=next(iter(applied.values()), None))
 
 
 def transition(conn, changes: Iterable[StatusChange], context: AuditContext) -> TransitionResult:
