@@ -16,6 +16,8 @@ from ledgerflow.core.config import load_rules
 from ledgerflow.core.messages import ClearedV1, Customer, TransactionV1, decode_cleared, encode
 from ledgerflow.core.reasons import ReasonCode
 from ledgerflow.core.states import Status
+from ledgerflow.operators.batches import KafkaBatchOperator
+from ledgerflow.pipeline import AppliedBatch
 from ledgerflow.pipeline.clear import clear_batch
 from ledgerflow.pipeline.settle import settle_batch
 from ledgerflow.store.kafka import (DeliveryFailed, LedgerflowConsumerHook, LedgerflowProducerHook, backlog, commit,
@@ -80,8 +82,9 @@ def test_the_backlog_counts_what_the_group_has_not_committed_without_consuming_i
 
     worker = consumer_of(topics["in"], group_id)
     batches = consume_batches(worker, 10, time_budget=30, idle_timeout=1)
-    assert len(next(batches)) == 10
-    commit(worker)
+    first = next(batches)
+    assert len(first) == 10
+    commit(worker, first)
     worker.close()
 
     watcher = consumer_of(topics["in"], group_id)
@@ -122,9 +125,9 @@ def test_bad_messages_go_to_the_dead_letter_topic_with_the_reason_and_the_batch_
     ])
     messages = read_all(topics["in"], 4)
 
-    result = clear_batch(ledger.conn, producer, messages, load_rules(), CONTEXT, topics["out"], topics["dlq"])
+    result = clear_batch(ledger.conn, producer, messages, load_rules(), CONTEXT, topics["out"], topics["dlq"]).complete()
 
-    assert (result.decided, result.published, result.dead_lettered) == (1, 1, 3)
+    assert (result["decided"], result["published"], result["dead_lettered"]) == (1, 1, 3)
     assert ledger.statuses([good, disagreeing]) == {good: "cleared", disagreeing: "pending"}
     dead = read_all(topics["dlq"], 3)
     reasons = [dict(m.headers())["reason"].decode() for m in dead]
@@ -153,9 +156,9 @@ def test_settle_dead_letters_a_bad_outcome_and_settles_the_rest(topics, producer
     messages = read_all(topics["in"], 2)
     redis_client = RedisHook(redis_conn_id=topology.REDIS_CONN_ID).get_conn()
 
-    result = settle_batch(ledger.conn, redis_client, producer, messages, CONTEXT, topics["dlq"])
+    result = settle_batch(ledger.conn, redis_client, producer, messages, CONTEXT, topics["dlq"]).complete()
 
-    assert (result.settled, result.dead_lettered) == (1, 1)
+    assert (result["settled"], result["dead_lettered"], result["projected"]) == (1, 1, 1)
     assert ledger.balances([source, destination]) == {source: Decimal("900.00"), destination: Decimal("100.00")}
     [dead] = read_all(topics["dlq"], 1)
     assert "`$.schema`" in dict(dead.headers())["reason"].decode()
@@ -192,10 +195,43 @@ def test_clear_publishes_the_same_outcome_for_a_decision_and_for_its_redelivery(
                                      for i, amount in zip(ids, ("100.00", "5000.00"))])
     messages = read_all(topics["in"], 2)
 
-    first = clear_batch(ledger.conn, producer, messages, load_rules(), CONTEXT, topics["out"], topics["dlq"])
-    again = clear_batch(ledger.conn, producer, messages, load_rules(), CONTEXT, topics["out"], topics["dlq"])
+    first = clear_batch(ledger.conn, producer, messages, load_rules(), CONTEXT, topics["out"], topics["dlq"]).complete()
+    again = clear_batch(ledger.conn, producer, messages, load_rules(), CONTEXT, topics["out"], topics["dlq"]).complete()
 
-    assert (first.decided, first.published, again.decided, again.duplicates, again.published) == (2, 2, 0, 2, 2)
+    assert [first[k] for k in ("decided", "published")] == [2, 2]
+    assert [again[k] for k in ("decided", "duplicates", "published")] == [0, 2, 2]
     published = [decode_cleared(m.value()) for m in read_all(topics["out"], 4)]
     assert published[:2] == published[2:]
     assert ledger.statuses(ids) == {ids[0]: "cleared", ids[1]: "rejected"}
+
+
+class _RecordingOperator(KafkaBatchOperator):
+    """Applies nothing; its follow-ups record the batches they complete and fail on the third."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.followed_up: list[int] = []
+
+    def process_batch(self, conn, producer, messages, context):
+        def follow_up():
+            if len(self.followed_up) == 2:
+                raise RuntimeError("Redis is down")
+            self.followed_up.append(len(messages))
+            return {"followed_up": 1}
+        return AppliedBatch({"applied": len(messages)}, follow_up)
+
+
+def test_a_batch_is_committed_only_once_its_follow_up_is_done(topics, producer):
+    publish(producer, topics["in"], ((None, f"m{i}".encode()) for i in range(35)))
+    group_id = f"test-{uuid.uuid4().hex[:8]}"
+    operator = _RecordingOperator(task_id="drain", topic=topics["in"], group_id=group_id,
+                                  dead_letter_topic=topics["dlq"], kafka_config_id=topology.KAFKA_CONN_ID,
+                                  postgres_conn_id=topology.POSTGRES_CONN_ID, batch_size=10, idle_timeout=1)
+
+    with pytest.raises(RuntimeError, match="Redis is down"):
+        operator.execute({})
+
+    assert operator.followed_up == [10, 10]
+    watcher = consumer_of(topics["in"], group_id)
+    assert backlog(watcher, topics["in"]) == 15, "the batch whose follow-up failed, and the one after it, stay"
+    watcher.close()

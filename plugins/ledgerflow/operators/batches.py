@@ -1,16 +1,21 @@
 """KafkaBatchOperator: the drain loop clear and settle share. One task run consumes batch after batch
 until the topic has been idle for `idle_timeout` seconds or the time budget is spent, so Airflow's
 per-run overhead is paid once per run, not once per batch, and a steady stream is served by a running
-task instead of a new run per burst. Offsets are committed after each batch's effects are durable."""
+task instead of a new run per burst.
+
+A batch is applied to the ledger in the task's thread; its follow-up (publishing outcomes, writing
+Redis records) runs in a background thread while the next batch is applied, so PostgreSQL and Python
+work at the same time. A batch's offsets are committed only once its follow-up is done, and in order."""
 
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from airflow.sdk import BaseOperator
 
 from ledgerflow.operators.context import peak_memory_mb, postgres_connection
+from ledgerflow.pipeline import AppliedBatch
 from ledgerflow.store.kafka import LedgerflowConsumerHook, LedgerflowProducerHook, commit, consume_batches
 
 
@@ -30,8 +35,8 @@ class KafkaBatchOperator(BaseOperator):
         self.time_budget = time_budget
         self.idle_timeout = idle_timeout
 
-    def process_batch(self, conn, producer, messages, context) -> object:
-        """Apply one batch durably and return a dataclass of counts."""
+    def process_batch(self, conn, producer, messages, context) -> AppliedBatch:
+        """Apply one batch to the ledger; return its counts and its follow-up."""
         raise NotImplementedError
 
     def execute(self, context) -> dict:
@@ -40,14 +45,26 @@ class KafkaBatchOperator(BaseOperator):
         consumer = LedgerflowConsumerHook([self.topic], self.group_id, self.kafka_config_id).get_consumer()
         totals: Counter = Counter()
         first_message_at = last_commit_at = None
+
+        def complete(follow_up: Future, messages: list) -> None:
+            nonlocal last_commit_at
+            totals.update(follow_up.result())  # raises what the follow-up raised: the offsets stay uncommitted
+            commit(consumer, messages)
+            last_commit_at = time.monotonic()
+
         try:
-            for messages in consume_batches(consumer, self.batch_size, self.time_budget, self.idle_timeout):
-                first_message_at = first_message_at or time.monotonic()
-                result = self.process_batch(conn, producer, messages, context)
-                commit(consumer)
-                last_commit_at = time.monotonic()
-                totals.update({key: value for key, value in asdict(result).items()})
-                totals.update(batches=1, messages=len(messages))
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="follow-up") as background:
+                previous = None
+                for messages in consume_batches(consumer, self.batch_size, self.time_budget, self.idle_timeout):
+                    first_message_at = first_message_at or time.monotonic()
+                    applied = self.process_batch(conn, producer, messages, context)
+                    totals.update(applied.counts)
+                    totals.update(batches=1, messages=len(messages))
+                    if previous:
+                        complete(*previous)
+                    previous = (background.submit(applied.follow_up), messages)
+                if previous:
+                    complete(*previous)
         finally:
             consumer.close()
             conn.close()

@@ -4,7 +4,7 @@ from airflow.providers.redis.hooks.redis import RedisHook
 from airflow.sdk import Context
 
 from ledgerflow.operators.batches import KafkaBatchOperator
-from ledgerflow.operators.context import audit_context
+from ledgerflow.operators.context import audit_context, postgres_connection
 from ledgerflow.pipeline.settle import settle_batch
 
 
@@ -17,7 +17,13 @@ class SettleTransactionsOperator(KafkaBatchOperator):
 
     def execute(self, context: Context) -> dict:
         self.redis = RedisHook(redis_conn_id=self.redis_conn_id).get_conn()
-        return super().execute(context)
+        # the follow-ups write Redis records in a thread of their own, with a connection of their own
+        self.projection_conn = postgres_connection(self.postgres_conn_id)
+        try:
+            return super().execute(context)
+        finally:
+            self.projection_conn.close()
 
     def process_batch(self, conn, producer, messages, context):
-        return settle_batch(conn, self.redis, producer, messages, audit_context(context), self.dead_letter_topic)
+        return settle_batch(conn, self.redis, producer, messages, audit_context(context), self.dead_letter_topic,
+                            projection_conn=self.projection_conn)

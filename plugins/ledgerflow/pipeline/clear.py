@@ -1,7 +1,5 @@
 """clear: validate and decide a batch of published transactions, record the outcomes, publish them."""
 
-from dataclasses import dataclass
-
 from confluent_kafka import Message
 
 from ledgerflow.core.audit import AuditContext
@@ -11,6 +9,7 @@ from ledgerflow.core.messages import (PUBLISHED_CLEARANCE_OUTCOMES, ClearedV1, I
 from ledgerflow.core.reasons import ReasonCode
 from ledgerflow.core.rules import Account, ClearanceRequest, decide_clearance
 from ledgerflow.core.states import Status, StatusChange
+from ledgerflow.pipeline import AppliedBatch
 from ledgerflow.store.kafka import dead_letter, publish
 from ledgerflow.store.ledger import transition
 
@@ -19,14 +18,6 @@ SELECT transaction_id, status, amount, from_account, to_account, status_reason_c
        risk_score, available_balance, status_changed_at
   FROM transactions WHERE transaction_id = ANY(%s)"""
 SELECT_ACCOUNTS = "SELECT account_number, status, balance FROM accounts WHERE account_number = ANY(%s)"
-
-
-@dataclass(frozen=True, slots=True)
-class ClearResult:
-    decided: int
-    duplicates: int
-    published: int
-    dead_lettered: int
 
 
 def _disagreement(message: TransactionV1, row) -> str | None:
@@ -51,11 +42,12 @@ def _outcome(message: TransactionV1, row) -> ClearedV1:
 
 
 def clear_batch(conn, producer, messages: list[Message], rules: RulesConfig, context: AuditContext,
-                outcome_topic: str, dead_letter_topic: str) -> ClearResult:
+                outcome_topic: str, dead_letter_topic: str) -> AppliedBatch:
     """Decide the batch's pending transactions in message order (one query for their state, one for all
-    their accounts, one statement for all transitions), then publish the outcome of every transaction
-    in the batch that has one, as the ledger now records it. A redelivered message changes nothing and
-    republishes the recorded outcome, so a lost downstream message heals on re-drive."""
+    their accounts, one statement for all transitions) and dead-letter what cannot be processed; the
+    follow-up publishes the outcome of every transaction in the batch that has one, as the ledger now
+    records it. A redelivered message changes nothing and republishes the recorded outcome, so a lost
+    downstream message heals on re-drive."""
     rejects: list[tuple[Message, str]] = []
     received: dict[str, tuple[Message, TransactionV1]] = {}  # first message per transaction, in order
     for message in messages:
@@ -95,6 +87,7 @@ def clear_batch(conn, producer, messages: list[Message], rules: RulesConfig, con
         recorded.update((row[0], row) for row in conn.execute(SELECT_TRANSACTIONS, (rest,)).fetchall())
     outcomes = [_outcome(message, recorded[i]) for i, message in batch.items()
                 if recorded[i][1] in PUBLISHED_CLEARANCE_OUTCOMES]
-    published = publish(producer, outcome_topic, ((o.from_account, encode(o)) for o in outcomes))
     dead_lettered = dead_letter(producer, dead_letter_topic, rejects)
-    return ClearResult(len(result.applied), len(batch) - len(result.applied), published, dead_lettered)
+    return AppliedBatch(
+        {"decided": len(result.applied), "duplicates": len(batch) - len(result.applied), "dead_lettered": dead_lettered},
+        lambda: {"published": publish(producer, outcome_topic, ((o.from_account, encode(o)) for o in outcomes))})

@@ -102,13 +102,14 @@ def consume_batches(consumer: Consumer, max_messages: int, time_budget: float, i
         yield [m for m in messages if m.error() is None]
 
 
-def commit(consumer: Consumer) -> None:
-    """Commit the positions of everything consumed so far, synchronously."""
-    try:
-        consumer.commit(asynchronous=False)
-    except KafkaException as error:
-        if error.args[0].code() != KafkaError._NO_OFFSET:  # nothing consumed since the last commit
-            raise
+def commit(consumer: Consumer, messages: Sequence[Message]) -> None:
+    """Commit, synchronously, the positions after `messages` (a batch, in offset order per partition)."""
+    last: dict[tuple[str, int], int] = {}
+    for message in messages:
+        last[message.topic(), message.partition()] = message.offset()
+    if last:
+        consumer.commit(offsets=[TopicPartition(topic, partition, offset + 1)
+                                 for (topic, partition), offset in last.items()], asynchronous=False)
 
 
 def backlog(consumer: Consumer, topic: str, timeout: float = 10.0) -> int:
