@@ -1,6 +1,7 @@
 """produce: stream a window's transactions from PostgreSQL, enrich and score them, publish to Kafka."""
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -58,20 +59,32 @@ def produce_window(reader, writer, producer, topic: str, rules: RulesConfig, end
                    start: datetime | None = None, redrive: bool = False, batch_size: int = 10000) -> ProduceResult:
     """Publish the window's transactions in batches, keyed by source account so one account's
     transactions stay in order. `reader` streams (a transaction of its own); `writer` (autocommit)
-    records each batch as published only after the broker acknowledged all of it."""
+    records each batch as published only after the broker acknowledged all of it. A batch is published
+    and recorded in a background thread while the next one is read and encoded, one batch at a time and
+    in order."""
     window = NOT_TERMINAL_IN_WINDOW if redrive else NEW_IN_WINDOW
     published = batches = 0
     started = time.monotonic()
-    with reader.transaction(), reader.cursor(name="ledgerflow_produce") as cursor:
+
+    def publish_and_record(records: list[tuple[str, bytes]], ids: list[str]) -> None:
+        publish(producer, topic, records)
+        with writer.transaction():
+            writer.execute(LOCK_IN_ORDER, (ids,))
+            writer.execute(MARK_PUBLISHED, (ids,))
+
+    with (reader.transaction(), reader.cursor(name="ledgerflow_produce") as cursor,
+          ThreadPoolExecutor(max_workers=1, thread_name_prefix="publish") as background):
         cursor.itersize = batch_size
         cursor.execute(SELECT_ENRICHED.format(window=window), {"start": start, "end": end})
+        in_flight = None
         while rows := cursor.fetchmany(batch_size):
             messages = [to_message(row, rules) for row in rows]
-            publish(producer, topic, ((m.from_account, encode(m)) for m in messages))
-            ids = [m.transaction_id for m in messages]
-            with writer.transaction():
-                writer.execute(LOCK_IN_ORDER, (ids,))
-                writer.execute(MARK_PUBLISHED, (ids,))
+            records = [(m.from_account, encode(m)) for m in messages]
+            if in_flight:
+                in_flight.result()  # raises DeliveryFailed if the previous batch was not acknowledged
+            in_flight = background.submit(publish_and_record, records, [m.transaction_id for m in messages])
             published += len(messages)
             batches += 1
+        if in_flight:
+            in_flight.result()
     return ProduceResult(published, batches, round(time.monotonic() - started, 3))
