@@ -183,7 +183,11 @@ requirepass $LEDGERFLOW_REDIS_PASSWORD
 daemonize no
 logfile ""
 dir $REDIS_DATA
+# The append-only file alone keeps the records (fsync every second). Redis also took RDB snapshots by
+# default: under load one every minute, each a forked child rewriting the whole dataset for about 30 s,
+# a core's worth of CPU taken from the pipeline.
 appendonly yes
+save ""
 EOF
   )
 }
