@@ -105,6 +105,7 @@ supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 serverurl=unix://$LEDGERFLOW_STATE/supervisor/supervisor.sock
 
 [program:postgres]
+; the settings docker-compose.yaml gives PostgreSQL too, and why they differ from the defaults
 command=$(pg_bindir)/postgres -D $pg/data -c listen_addresses=127.0.0.1 -c port=$LEDGERFLOW_PG_PORT
   -c unix_socket_directories=$pg/socket -c max_connections=300 -c shared_buffers=1GB
   -c max_wal_size=4GB -c checkpoint_timeout=15min -c random_page_cost=1.1 -c effective_cache_size=4GB
