@@ -171,11 +171,12 @@ programs=airflow-api-server,airflow-scheduler,airflow-dag-processor,airflow-trig
 EOF
 }
 
+# Returns 0 when the file changed, so that a running Redis is restarted with it.
 write_redis_conf() {
   mkdir -p "$REDIS_DATA"
   (
     umask 077
-    cat >"$REDIS_CONF" <<EOF
+    cat >"$REDIS_CONF.new" <<EOF
 # Written by include/stack/stack.sh; edit that, not this.
 bind 127.0.0.1
 port $LEDGERFLOW_REDIS_PORT
@@ -191,6 +192,8 @@ appendonly yes
 save ""
 EOF
   )
+  if cmp -s "$REDIS_CONF.new" "$REDIS_CONF"; then rm "$REDIS_CONF.new"; return 1; fi
+  mv "$REDIS_CONF.new" "$REDIS_CONF"
 }
 
 write_kafka_conf() {
@@ -300,12 +303,16 @@ start_services() {
   mkdir -p "$LEDGERFLOW_STATE"
   PG_ROOT=$(pg_root)
   init_postgres "$PG_ROOT"
-  write_redis_conf
+  local redis_conf_changed=0
+  write_redis_conf && redis_conf_changed=1
   write_kafka_conf
   format_kafka_storage
   write_supervisor_conf "$PG_ROOT"
   if supervisord_running; then
     supervisorctl reread >/dev/null && supervisorctl update >/dev/null
+    if [ "$redis_conf_changed" -eq 1 ] && program_running services:redis; then
+      supervisorctl restart services:redis >/dev/null
+    fi
   else
     "$LEDGERFLOW_VENV/bin/supervisord" -c "$SUPERVISOR_CONF"
     wait_for supervisord 20 supervisord_running
