@@ -5,8 +5,10 @@ from decimal import Decimal
 import psycopg
 import pytest
 
+from ledgerflow.core.audit import AuditContext
 from ledgerflow.core.reasons import ReasonCode
 from ledgerflow.core.states import TERMINAL, TRANSITIONS, Status
+from ledgerflow.store.ledger import settle
 
 
 def test_the_database_knows_exactly_the_cores_statuses_and_transitions(pg):
@@ -119,8 +121,45 @@ def test_a_transaction_with_a_history_keeps_its_id_and_cannot_be_deleted(ledger)
     assert ledger.statuses([audited, fresh]) == {audited: "rejected"}
 
 
-def test_the_reason_codes_and_statuses_change_only_by_migration(pg):
-    for statement in ("DELETE FROM reason_codes WHERE reason_code = 'SETTLED'",
-                      "UPDATE transaction_statuses SET terminal = false WHERE status = 'settled'"):
-        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="restates the domain core"):
-            pg.execute(statement)
+def refused_and_rolled_back(conn, statement: str, error, match: str, params=None) -> None:
+    """Run a statement that must be refused; should it not be, its effect is rolled back all the same
+    (these tests share the database with whatever else runs)."""
+    with pytest.raises(error, match=match), conn.transaction(force_rollback=True):
+        conn.execute("SET LOCAL lock_timeout = '10s'")
+        conn.execute(statement, params)
+
+
+@pytest.mark.parametrize("statement", [
+    "DELETE FROM reason_codes WHERE reason_code = 'SETTLED'",
+    "UPDATE transaction_statuses SET terminal = false WHERE status = 'settled'",
+    "INSERT INTO transaction_status_transitions (from_status, to_status) VALUES ('pending', 'settled')",
+    "TRUNCATE transaction_status_transitions CASCADE",
+])
+def test_the_statuses_transitions_and_reason_codes_change_only_by_migration(pg, statement):
+    refused_and_rolled_back(pg, statement, psycopg.errors.InsufficientPrivilege, "restates the domain core")
+
+
+def test_the_journal_is_append_only_and_nothing_with_a_history_can_be_truncated(ledger):
+    source, destination = ledger.accounts("100.00", "0.00")
+    [transaction_id] = ledger.transactions((source, destination, "1.00"), status="cleared")
+    settle(ledger.conn, [transaction_id], AuditContext(changed_by="tests"))
+    for statement in ("UPDATE journal_postings SET account_number = %(to)s WHERE transaction_id = %(id)s",
+                      "DELETE FROM journal_postings WHERE transaction_id = %(id)s",
+                      "TRUNCATE journal_postings", "TRUNCATE transaction_audit"):
+        refused_and_rolled_back(ledger.conn, statement, psycopg.errors.InsufficientPrivilege, "is append-only",
+                                {"id": transaction_id, "to": destination})
+    refused_and_rolled_back(ledger.conn, "TRUNCATE transactions", psycopg.errors.ForeignKeyViolation,
+                            "cannot be truncated")
+    assert ledger.reconciliation_gaps([source, destination]) == []
+
+
+def test_the_transfer_is_fixed_once_the_transaction_left_pending(ledger):
+    source, destination, other = ledger.accounts("100.00", "0.00", "0.00")
+    [pending] = ledger.transactions((source, destination, "1.00"))
+    [cleared] = ledger.transactions((source, destination, "2.00"), status="cleared")
+
+    ledger.conn.execute("UPDATE transactions SET to_account = %s WHERE transaction_id = %s", (other, pending))
+    for change in ("amount = 3.00", "to_account = %(other)s"):
+        with pytest.raises(psycopg.errors.CheckViolation, match="amount and accounts cannot change"):
+            ledger.conn.execute(f"UPDATE transactions SET {change} WHERE transaction_id = %(id)s",
+                                {"id": cleared, "other": other})
