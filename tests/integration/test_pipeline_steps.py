@@ -156,7 +156,8 @@ def test_settle_dead_letters_a_bad_outcome_and_settles_the_rest(topics, producer
     messages = read_all(topics["in"], 2)
     redis_client = RedisHook(redis_conn_id=topology.REDIS_CONN_ID).get_conn()
 
-    result = settle_batch(ledger.conn, redis_client, producer, messages, CONTEXT, topics["dlq"]).complete()
+    result = settle_batch(ledger.conn, redis_client, producer, messages, CONTEXT, topics["dlq"],
+                          projection_conn=ledger.conn).complete()
 
     assert (result["settled"], result["dead_lettered"], result["projected"]) == (1, 1, 1)
     assert ledger.balances([source, destination]) == {source: Decimal("900.00"), destination: Decimal("100.00")}
@@ -235,3 +236,16 @@ def test_a_batch_is_committed_only_once_its_follow_up_is_done(topics, producer):
     watcher = consumer_of(topics["in"], group_id)
     assert backlog(watcher, topics["in"]) == 15, "the batch whose follow-up failed, and the one after it, stay"
     watcher.close()
+
+
+def test_a_finished_batch_is_committed_as_soon_as_the_topic_is_quiet(topics, producer):
+    """Not only when the next batch comes or the task ends: the lag the sensor sees drops right away."""
+    publish(producer, topics["in"], ((None, f"m{i}".encode()) for i in range(5)))
+    operator = _RecordingOperator(task_id="drain", topic=topics["in"], group_id=f"test-{uuid.uuid4().hex[:8]}",
+                                  dead_letter_topic=topics["dlq"], kafka_config_id=topology.KAFKA_CONN_ID,
+                                  postgres_conn_id=topology.POSTGRES_CONN_ID, batch_size=10, idle_timeout=5)
+
+    summary = operator.execute({})
+
+    assert (summary["messages"], summary["followed_up"]) == (5, 1)
+    assert summary["seconds"] < 2, "committed when the topic went quiet, not after the 5 s idle timeout"

@@ -45,26 +45,35 @@ class KafkaBatchOperator(BaseOperator):
         consumer = LedgerflowConsumerHook([self.topic], self.group_id, self.kafka_config_id).get_consumer()
         totals: Counter = Counter()
         first_message_at = last_commit_at = None
+        in_flight: list[tuple[Future, list]] = []  # the batch whose follow-up runs, at most one
 
-        def complete(follow_up: Future, messages: list) -> None:
+        def complete_in_flight() -> None:
+            """Wait for the follow-up in flight, then commit its batch; raises what the follow-up raised,
+            leaving that batch uncommitted. Called before the next follow-up starts and whenever the
+            topic is quiet, so a finished batch is not left uncommitted while the task waits."""
             nonlocal last_commit_at
-            totals.update(follow_up.result())  # raises what the follow-up raised: the offsets stay uncommitted
-            commit(consumer, messages)
-            last_commit_at = time.monotonic()
+            if in_flight:
+                follow_up, messages = in_flight.pop()
+                totals.update(follow_up.result())
+                commit(consumer, messages)
+                last_commit_at = time.monotonic()
 
         try:
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="follow-up") as background:
-                previous = None
-                for messages in consume_batches(consumer, self.batch_size, self.time_budget, self.idle_timeout):
-                    first_message_at = first_message_at or time.monotonic()
-                    applied = self.process_batch(conn, producer, messages, context)
-                    totals.update(applied.counts)
-                    totals.update(batches=1, messages=len(messages))
-                    if previous:
-                        complete(*previous)
-                    previous = (background.submit(applied.follow_up), messages)
-                if previous:
-                    complete(*previous)
+                try:
+                    for messages in consume_batches(consumer, self.batch_size, self.time_budget, self.idle_timeout,
+                                                    on_idle=complete_in_flight):
+                        first_message_at = first_message_at or time.monotonic()
+                        applied = self.process_batch(conn, producer, messages, context)
+                        totals.update(applied.counts)
+                        totals.update(batches=1, messages=len(messages))
+                        complete_in_flight()
+                        in_flight.append((background.submit(applied.follow_up), messages))
+                    complete_in_flight()
+                finally:
+                    for follow_up, _ in in_flight:  # abandoned because the task failed: say how it ended
+                        if (error := follow_up.exception()) is not None:
+                            self.log.error("the follow-up of the last batch failed too: %r", error)
         finally:
             consumer.close()
             conn.close()

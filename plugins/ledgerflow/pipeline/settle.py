@@ -13,11 +13,12 @@ from ledgerflow.store.redis_projection import project
 
 
 def settle_batch(conn, redis_client, producer, messages: list[Message], context: AuditContext,
-                 dead_letter_topic: str, projection_conn=None) -> AppliedBatch:
+                 dead_letter_topic: str, *, projection_conn) -> AppliedBatch:
     """Settle the batch's cleared and cleared-with-conditions transactions in message order, in one
     database transaction, and dead-letter what cannot be processed; the follow-up writes the Redis
     record of every transaction in the batch as the ledger records it (rejections from clearance
-    included), reading on `projection_conn` (default `conn`) what this settlement did not decide."""
+    included), reading what this settlement did not decide on `projection_conn`: a connection of its own
+    when the follow-up runs beside the next batch (which has `conn` in a transaction by then)."""
     rejects: list[tuple[Message, str]] = []
     outcomes: dict[str, ClearedV1] = {}
     for message in messages:
@@ -31,7 +32,7 @@ def settle_batch(conn, redis_client, producer, messages: list[Message], context:
     settled = sum(isinstance(o, Settled) for o in result.outcomes)
 
     def write_records() -> dict[str, int]:
-        projected = project(projection_conn or conn, redis_client, list(outcomes), result)
+        projected = project(projection_conn, redis_client, list(outcomes), result)
         return {"projected": projected.settled + projected.rejected}
 
     return AppliedBatch({"settled": settled, "rejected_at_settlement": len(result.outcomes) - settled,
