@@ -34,7 +34,8 @@ CREATE TRIGGER transactions_status_and_reason_known_on_update AFTER UPDATE ON tr
     FOR EACH STATEMENT EXECUTE FUNCTION transactions_check_status_and_reason_known();
 
 -- journal_postings: each posting belongs to an existing transaction, and to the account its direction
--- names there (DEBIT the source, CREDIT the destination), which the foreign keys did not check.
+-- names there (DEBIT the source, CREDIT the destination), which the foreign keys did not check. Like a
+-- foreign-key check, it KEY SHARE-locks the transactions it finds, so a concurrent DELETE of one waits.
 ALTER TABLE journal_postings
     DROP CONSTRAINT journal_postings_transaction_id_fkey,
     DROP CONSTRAINT journal_postings_account_number_fkey;
@@ -43,6 +44,8 @@ CREATE FUNCTION journal_postings_check_transaction_and_account() RETURNS trigger
 DECLARE
     wrong record;
 BEGIN
+    PERFORM FROM transactions t WHERE t.transaction_id IN (SELECT p.transaction_id FROM new_rows p)
+        FOR KEY SHARE OF t;
     SELECT p.transaction_id, p.direction, p.account_number INTO wrong
       FROM new_rows p LEFT JOIN transactions t ON t.transaction_id = p.transaction_id
      WHERE t.transaction_id IS NULL
@@ -91,7 +94,9 @@ CREATE TRIGGER transactions_id_is_permanent BEFORE UPDATE OF transaction_id ON t
     FOR EACH ROW WHEN (OLD.transaction_id IS DISTINCT FROM NEW.transaction_id)
     EXECUTE FUNCTION transactions_refuse_new_id();
 
--- The statuses and reason codes restate the domain core; only a migration changes them.
+-- The statuses, their transitions and the reason codes restate the domain core; only a migration changes
+-- them (disabling the trigger in its own transaction). New reason codes may be inserted; a new transition
+-- such as pending -> settled would skip clearance, so transitions and statuses refuse INSERT too.
 CREATE FUNCTION refuse_changes_to_reference_data() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     RAISE EXCEPTION '% restates the domain core: change it with a migration, not %', TG_TABLE_NAME, TG_OP
@@ -99,5 +104,8 @@ BEGIN
 END $$;
 CREATE TRIGGER reason_codes_read_only BEFORE UPDATE OR DELETE OR TRUNCATE ON reason_codes
     FOR EACH STATEMENT EXECUTE FUNCTION refuse_changes_to_reference_data();
-CREATE TRIGGER transaction_statuses_read_only BEFORE UPDATE OR DELETE OR TRUNCATE ON transaction_statuses
+CREATE TRIGGER transaction_statuses_read_only BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON transaction_statuses
+    FOR EACH STATEMENT EXECUTE FUNCTION refuse_changes_to_reference_data();
+CREATE TRIGGER transaction_status_transitions_read_only
+    BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON transaction_status_transitions
     FOR EACH STATEMENT EXECUTE FUNCTION refuse_changes_to_reference_data();

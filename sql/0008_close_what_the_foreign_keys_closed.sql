@@ -1,15 +1,11 @@
 -- What 0006 and 0007 left open when they dropped foreign keys (found in review):
 -- 1. Postings were checked at INSERT only; an UPDATE could point one at any transaction or account. The
---    journal is append-only now, as the audit trail is, and neither can be truncated.
+--    journal is append-only now, as the audit trail is, and neither can be truncated: one guard serves
+--    both (it replaces the audit trail's own from 0002, which let TRUNCATE through).
 -- 2. With no foreign key referring to transactions, TRUNCATE transactions was allowed; it is refused once
 --    any transaction has postings or an audit trail.
 -- 3. A posting must match its transaction's accounts, so the transfer (amount and accounts) is fixed
 --    once the transaction has left pending: clearance decided on it.
--- 4. A foreign-key check locks the row it finds, so a concurrent DELETE of that transaction waits; the
---    postings check now takes the same KEY SHARE locks.
--- 5. The statuses and their transitions refuse INSERT too (a new transition such as pending -> settled
---    would skip clearance); a migration that changes them disables the trigger in its own transaction.
---    New reason codes may be inserted.
 CREATE FUNCTION refuse_changes_to_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     RAISE EXCEPTION '% is append-only: % is not allowed', TG_TABLE_NAME, TG_OP
@@ -17,7 +13,9 @@ BEGIN
 END $$;
 CREATE TRIGGER journal_postings_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON journal_postings
     FOR EACH STATEMENT EXECUTE FUNCTION refuse_changes_to_append_only();
-CREATE TRIGGER transaction_audit_no_truncate BEFORE TRUNCATE ON transaction_audit
+DROP TRIGGER transaction_audit_no_update_or_delete ON transaction_audit;
+DROP FUNCTION transaction_audit_append_only();
+CREATE TRIGGER transaction_audit_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON transaction_audit
     FOR EACH STATEMENT EXECUTE FUNCTION refuse_changes_to_append_only();
 
 CREATE FUNCTION transactions_refuse_truncate_with_history() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -41,30 +39,3 @@ CREATE TRIGGER transactions_transfer_fixed_after_pending BEFORE UPDATE OF amount
     WHEN (OLD.status <> 'pending' AND (OLD.amount, OLD.from_account, OLD.to_account)
                                       IS DISTINCT FROM (NEW.amount, NEW.from_account, NEW.to_account))
     EXECUTE FUNCTION transactions_refuse_new_transfer();
-
-CREATE OR REPLACE FUNCTION journal_postings_check_transaction_and_account() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    wrong record;
-BEGIN
-    PERFORM FROM transactions t WHERE t.transaction_id IN (SELECT p.transaction_id FROM new_rows p)
-        FOR KEY SHARE OF t;
-    SELECT p.transaction_id, p.direction, p.account_number INTO wrong
-      FROM new_rows p LEFT JOIN transactions t ON t.transaction_id = p.transaction_id
-     WHERE t.transaction_id IS NULL
-        OR p.account_number IS DISTINCT FROM
-           CASE p.direction WHEN 'DEBIT' THEN t.from_account WHEN 'CREDIT' THEN t.to_account END
-     LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'posting % of transaction % to account % matches no such transaction and account',
-            wrong.direction, wrong.transaction_id, wrong.account_number
-            USING ERRCODE = 'foreign_key_violation';
-    END IF;
-    RETURN NULL;
-END $$;
-
-DROP TRIGGER transaction_statuses_read_only ON transaction_statuses;
-CREATE TRIGGER transaction_statuses_read_only BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON transaction_statuses
-    FOR EACH STATEMENT EXECUTE FUNCTION refuse_changes_to_reference_data();
-CREATE TRIGGER transaction_status_transitions_read_only
-    BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON transaction_status_transitions
-    FOR EACH STATEMENT EXECUTE FUNCTION refuse_changes_to_reference_data();
