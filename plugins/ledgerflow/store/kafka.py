@@ -151,14 +151,21 @@ def dead_letter(producer: Producer, topic: str, rejects: Sequence[tuple[Message,
                                          ("source_offset", str(rejects[i][0].offset()).encode())])
 
 
+# What the broker answers while a group's coordinator is still being elected or loaded (a group's first
+# use, a broker that just started). librdkafka does not flag NOT_COORDINATOR as retriable.
+_COORDINATOR_NOT_READY = frozenset({KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_NOT_AVAILABLE,
+                                    KafkaError.COORDINATOR_LOAD_IN_PROGRESS})
+
+
 def _committed(consumer: Consumer, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
     """The group's committed offsets, retrying while the broker is still electing the group's
-    coordinator (a group's first use), up to `timeout`."""
+    coordinator, up to `timeout`."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             return consumer.committed(partitions, timeout=timeout)
         except KafkaException as error:
-            if not error.args[0].retriable() or time.monotonic() >= deadline:
+            retriable = error.args[0].retriable() or error.args[0].code() in _COORDINATOR_NOT_READY
+            if not retriable or time.monotonic() >= deadline:
                 raise
             time.sleep(0.2)
