@@ -1,6 +1,7 @@
 """The versioned Kafka message contracts: typed decoding with precise errors, and checked-in JSON Schemas."""
 
 import json
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -56,7 +57,7 @@ def test_a_cleared_message_round_trips():
     (lambda d: d.update(amount="1e20"), "exceeds the largest amount"),
     (lambda d: d.update(risk_score=101), "Expected `int` <= 100 - at `$.risk_score`"),
     (lambda d: d.update(transaction_id=""), "Expected `str` of length >= 1 - at `$.transaction_id`"),
-    (lambda d: d.update(created_at="2026-11-25T09:30:00"), "`created_at` must carry a UTC offset"),
+    (lambda d: d.update(created_at="2026-11-25T09:30:00"), "Expected `datetime` with a timezone component - at `$.created_at`"),
     (lambda d: d["from_customer"].update(risk_level="EXTREME"), "at `$.from_customer.risk_level`"),
     (lambda d: d.update(schema="ledgerflow.transaction.v9"), "Invalid value 'ledgerflow.transaction.v9'"),
 ])
@@ -80,6 +81,16 @@ def test_a_cleared_message_must_carry_a_published_outcome():
     result = decode_cleared(json.dumps(document).encode())
 
     assert result == InvalidMessage("`status` settled is not a published clearance outcome")
+
+
+@pytest.mark.parametrize(("override", "reason"), [
+    ({"created_at": datetime(2026, 11, 25, 9, 30)}, "`created_at` must carry a UTC offset"),
+    ({"amount": Decimal("Infinity")}, "`amount`: Infinity is not a finite amount"),
+    ({"to_balance": Decimal("1e13")}, "`to_balance`: 1E+13 exceeds the largest amount"),
+])
+def test_a_message_built_in_python_is_checked_as_a_decoded_one_is(override, reason):
+    with pytest.raises(ValueError, match=re.escape(reason)):
+        transaction(**override)
 
 
 @pytest.mark.parametrize("data", [b"", b"not json", b"\xff\xfe\x00", b"[]", b"{}", b'{"schema": 1}'])

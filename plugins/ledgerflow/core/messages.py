@@ -21,7 +21,7 @@ from typing import Annotated
 import msgspec
 
 from ledgerflow.core.config import RiskLevel
-from ledgerflow.core.money import InvalidAmount, to_money
+from ledgerflow.core.money import amount_problem
 from ledgerflow.core.reasons import ReasonCode
 from ledgerflow.core.states import Status
 
@@ -29,13 +29,13 @@ Identifier = Annotated[str, msgspec.Meta(min_length=1, max_length=50)]
 Score = Annotated[int, msgspec.Meta(ge=0, le=100)]
 
 
+# msgspec checks the offset when it decodes; a message built in Python is checked in __post_init__.
+Timestamp = Annotated[datetime, msgspec.Meta(tz=True)]
+
+
 def _require_money(field: str, value: Decimal | None) -> None:
-    if value is None:
-        return
-    try:
-        to_money(value)
-    except InvalidAmount as error:
-        raise ValueError(f"`{field}`: {error}") from None
+    if value is not None and (problem := amount_problem(value)):
+        raise ValueError(f"`{field}`: {problem}")
 
 
 def _require_timezone(field: str, value: datetime) -> None:
@@ -57,7 +57,7 @@ class TransactionV1(msgspec.Struct, frozen=True, tag_field="schema", tag="ledger
     to_account: Identifier
     transaction_type: str
     description: str | None
-    created_at: datetime
+    created_at: Timestamp
     from_customer: Customer
     to_customer: Customer
     from_account_type: str
@@ -67,8 +67,9 @@ class TransactionV1(msgspec.Struct, frozen=True, tag_field="schema", tag="ledger
     risk_score: Score
 
     def __post_init__(self):
-        for field in ("amount", "from_balance", "to_balance"):
-            _require_money(field, getattr(self, field))
+        _require_money("amount", self.amount)
+        _require_money("from_balance", self.from_balance)
+        _require_money("to_balance", self.to_balance)
         _require_timezone("created_at", self.created_at)
 
 
@@ -88,7 +89,7 @@ class ClearedV1(msgspec.Struct, frozen=True, tag_field="schema", tag="ledgerflow
     from_customer: Customer
     to_customer: Customer
     available_balance: Decimal | None
-    cleared_at: datetime
+    cleared_at: Timestamp
 
     def __post_init__(self):
         if self.status not in PUBLISHED_CLEARANCE_OUTCOMES:

@@ -19,11 +19,19 @@ def to_money(value: str | int | Decimal) -> Decimal:
         amount = Decimal(value)
     except (InvalidOperation, TypeError, ValueError):
         raise InvalidAmount(f"{value!r} is not a decimal number") from None
-    if not amount.is_finite():
-        raise InvalidAmount(f"{value} is not a finite amount")
-    if abs(amount) > MAX_AMOUNT:
-        raise InvalidAmount(f"{value} exceeds the largest amount, {MAX_AMOUNT}")
+    if problem := amount_problem(amount):
+        raise InvalidAmount(problem)
     return amount
+
+
+def amount_problem(amount: Decimal) -> str | None:
+    """Why a Decimal is not an amount of money (not finite, or out of range), or None if it is one.
+    The check of every amount in every message: no parsing, no exception on the common path."""
+    if not amount.is_finite():
+        return f"{amount} is not a finite amount"
+    if abs(amount) > MAX_AMOUNT:
+        return f"{amount} exceeds the largest amount, {MAX_AMOUNT}"
+    return None
 
 
 def has_at_most_two_decimals(amount: Decimal) -> bool:
