@@ -1,7 +1,10 @@
 """What every ledgerflow operator needs from Airflow: the audit identity of the running task and a
 database connection from the provider's hook."""
 
+import gc
 import resource
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 
@@ -24,3 +27,23 @@ def postgres_connection(postgres_conn_id: str):
 def peak_memory_mb() -> float:
     """The task process's peak resident memory so far, for the run summary."""
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+@contextmanager
+def batch_friendly_gc(young_generation: int = 100_000) -> Iterator[None]:
+    """Garbage collection for a task that handles batches of 10,000 messages. A batch's objects
+    (messages, rows, decisions) outlive many collections of the young generation, so they are walked
+    again and again as they age, and each full collection walks everything the task process has loaded
+    too: Airflow, SQLAlchemy, the providers. That was half of clear's Python time. What exists when the
+    task starts is frozen (never collected, as it lives as long as the process) and the young generation
+    is collected every `young_generation` allocations instead of 700. Reference counting still frees
+    almost everything at once; only reference cycles wait longer. Both are undone at the end."""
+    gc.collect()
+    gc.freeze()
+    threshold = gc.get_threshold()
+    gc.set_threshold(young_generation, *threshold[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*threshold)
+        gc.unfreeze()

@@ -7,7 +7,7 @@ from datetime import datetime
 from airflow.sdk import BaseOperator
 
 from ledgerflow.core.config import DEFAULT_RULES_PATH, load_rules
-from ledgerflow.operators.context import peak_memory_mb, postgres_connection
+from ledgerflow.operators.context import batch_friendly_gc, peak_memory_mb, postgres_connection
 from ledgerflow.pipeline.produce import produce_window
 from ledgerflow.store.kafka import LedgerflowProducerHook
 
@@ -37,10 +37,11 @@ class ProduceTransactionsOperator(BaseOperator):
         producer = LedgerflowProducerHook(kafka_config_id=self.kafka_config_id).get_producer()
         reader, writer = postgres_connection(self.postgres_conn_id), postgres_connection(self.postgres_conn_id)
         try:
-            result = produce_window(
-                reader, writer, producer, self.topic, rules, end=datetime.fromisoformat(self.window_end),
-                start=datetime.fromisoformat(self.window_start) if self.window_start else None,
-                redrive=self.redrive, batch_size=self.batch_size)
+            with batch_friendly_gc():
+                result = produce_window(
+                    reader, writer, producer, self.topic, rules, end=datetime.fromisoformat(self.window_end),
+                    start=datetime.fromisoformat(self.window_start) if self.window_start else None,
+                    redrive=self.redrive, batch_size=self.batch_size)
         finally:
             reader.close()
             writer.close()

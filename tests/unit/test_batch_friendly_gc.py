@@ -1,0 +1,30 @@
+"""The garbage-collection setting of a draining task: what existed before is frozen, the young generation
+is larger, cycles made meanwhile are still collected, and everything is put back afterwards."""
+
+import gc
+import weakref
+
+from ledgerflow.operators.context import batch_friendly_gc
+
+
+class Node:
+    def __init__(self):
+        self.peer = self
+
+
+def test_a_drain_freezes_what_exists_and_widens_the_young_generation_then_restores_both():
+    before = gc.get_threshold()
+    with batch_friendly_gc(young_generation=50_000):
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == (50_000, *before[1:])
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
+
+
+def test_reference_cycles_made_during_a_drain_are_still_collected():
+    with batch_friendly_gc():
+        cycle = Node()
+        alive = weakref.ref(cycle)
+        del cycle
+        gc.collect()
+        assert alive() is None, "a cycle made during the drain must not be frozen with what existed before"
