@@ -17,13 +17,14 @@ from ledgerflow.core.messages import ClearedV1, Customer, TransactionV1, decode_
 from ledgerflow.core.reasons import ReasonCode
 from ledgerflow.core.states import Status
 from ledgerflow.operators.batches import KafkaBatchOperator
-from ledgerflow.pipeline import AppliedBatch
+from ledgerflow.pipeline import BatchResult
 from ledgerflow.pipeline.clear import clear_batch
 from ledgerflow.pipeline.settle import settle_batch
 from ledgerflow.store.kafka import (DeliveryFailed, LedgerflowConsumerHook, LedgerflowProducerHook, backlog, commit,
                                     consume_batches, publish)
 from ledgerflow.store.ledger import settle
 from ledgerflow.store.redis_projection import ProjectionResult, project
+from tests.conftest import open_pg
 
 CONTEXT = AuditContext(changed_by="tests", dag_id="tests", run_id="test_pipeline_steps", task_id="step",
                        try_number=1, map_index=-1)
@@ -125,7 +126,8 @@ def test_bad_messages_go_to_the_dead_letter_topic_with_the_reason_and_the_batch_
     ])
     messages = read_all(topics["in"], 4)
 
-    result = clear_batch(ledger.conn, producer, messages, load_rules(), CONTEXT, topics["out"], topics["dlq"]).complete()
+    result = clear_batch(ledger.conn, producer, messages, load_rules(), CONTEXT, topics["out"], topics["dlq"],
+                         recording_conn=ledger.conn).complete()
 
     assert (result["decided"], result["published"], result["dead_lettered"]) == (1, 1, 3)
     assert ledger.statuses([good, disagreeing]) == {good: "cleared", disagreeing: "pending"}
@@ -196,14 +198,42 @@ def test_clear_publishes_the_same_outcome_for_a_decision_and_for_its_redelivery(
                                      for i, amount in zip(ids, ("100.00", "5000.00"))])
     messages = read_all(topics["in"], 2)
 
-    first = clear_batch(ledger.conn, producer, messages, load_rules(), CONTEXT, topics["out"], topics["dlq"]).complete()
-    again = clear_batch(ledger.conn, producer, messages, load_rules(), CONTEXT, topics["out"], topics["dlq"]).complete()
+    first = clear_batch(ledger.conn, producer, messages, load_rules(), CONTEXT, topics["out"], topics["dlq"],
+                        recording_conn=ledger.conn).complete()
+    again = clear_batch(ledger.conn, producer, messages, load_rules(), CONTEXT, topics["out"], topics["dlq"],
+                        recording_conn=ledger.conn).complete()
 
     assert [first[k] for k in ("decided", "published")] == [2, 2]
     assert [again[k] for k in ("decided", "duplicates", "published")] == [0, 2, 2]
     published = [decode_cleared(m.value()) for m in read_all(topics["out"], 4)]
     assert published[:2] == published[2:]
     assert ledger.statuses(ids) == {ids[0]: "cleared", ids[1]: "rejected"}
+
+
+def test_a_batch_decided_before_the_previous_one_is_recorded_records_nothing_twice(topics, producer, ledger):
+    """The operator decides the next batch while the previous one is recorded; a transaction in both is
+    pending in both readings. The later recording finds it decided, reports a duplicate and publishes
+    what the ledger recorded; the transaction has one transition."""
+    source, destination = ledger.accounts("1000.00", "0.00")
+    ids = ledger.transactions((source, destination, "100.00"), (source, destination, "200.00"))
+    publish(producer, topics["in"], [(b"k", transaction_message(ledger, i, amount, source, destination))
+                                     for i, amount in zip(ids, ("100.00", "200.00"))])
+    messages = read_all(topics["in"], 2)
+    recording = open_pg()
+    try:
+        earlier = clear_batch(ledger.conn, producer, messages, load_rules(), CONTEXT, topics["out"], topics["dlq"],
+                              recording_conn=recording)
+        later = clear_batch(ledger.conn, producer, messages[1:], load_rules(), CONTEXT, topics["out"],
+                            topics["dlq"], recording_conn=recording)
+        first, second = earlier.complete(), later.complete()
+    finally:
+        recording.close()
+
+    assert [first[k] for k in ("decided", "published")] == [2, 2]
+    assert [second[k] for k in ("decided", "duplicates", "published")] == [0, 1, 1]
+    published = [decode_cleared(m.value()) for m in read_all(topics["out"], 3)]
+    assert published[2] == published[1]
+    assert [row[:2] for row in ledger.audit(ids[1])] == [("pending", "cleared")]
 
 
 class _RecordingOperator(KafkaBatchOperator):
@@ -219,7 +249,7 @@ class _RecordingOperator(KafkaBatchOperator):
                 raise RuntimeError("Redis is down")
             self.followed_up.append(len(messages))
             return {"followed_up": 1}
-        return AppliedBatch({"applied": len(messages)}, follow_up)
+        return BatchResult({"applied": len(messages)}, follow_up)
 
 
 def test_a_batch_is_committed_only_once_its_follow_up_is_done(topics, producer):

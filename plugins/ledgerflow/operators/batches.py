@@ -3,9 +3,10 @@ until the topic has been idle for `idle_timeout` seconds or the time budget is s
 per-run overhead is paid once per run, not once per batch, and a steady stream is served by a running
 task instead of a new run per burst.
 
-A batch is applied to the ledger in the task's thread; its follow-up (publishing outcomes, writing
-Redis records) runs in a background thread while the next batch is applied, so PostgreSQL and Python
-work at the same time. A batch's offsets are committed only once its follow-up is done, and in order."""
+A batch is taken up in the task's thread (clear decides it, settle settles it); its follow-up (clear
+records and publishes the decisions, settle writes the Redis records) runs in a background thread while
+the next batch is taken up, so PostgreSQL and Python work at the same time. One follow-up runs at a
+time, in batch order. A batch's offsets are committed only once its follow-up is done, and in order."""
 
 import time
 from collections import Counter
@@ -15,7 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from airflow.sdk import BaseOperator
 
 from ledgerflow.operators.context import batch_friendly_gc, peak_memory_mb, postgres_connection
-from ledgerflow.pipeline import AppliedBatch
+from ledgerflow.pipeline import BatchResult
 from ledgerflow.store.kafka import LedgerflowConsumerHook, LedgerflowProducerHook, commit, consume_batches
 
 
@@ -35,8 +36,8 @@ class KafkaBatchOperator(BaseOperator):
         self.time_budget = time_budget
         self.idle_timeout = idle_timeout
 
-    def process_batch(self, conn, producer, messages, context) -> AppliedBatch:
-        """Apply one batch to the ledger; return its counts and its follow-up."""
+    def process_batch(self, conn, producer, messages, context) -> BatchResult:
+        """Take up one batch; return its counts so far and its follow-up."""
         raise NotImplementedError
 
     def execute(self, context) -> dict:

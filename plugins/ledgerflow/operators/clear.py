@@ -4,7 +4,7 @@ from airflow.sdk import Context
 
 from ledgerflow.core.config import DEFAULT_RULES_PATH, load_rules
 from ledgerflow.operators.batches import KafkaBatchOperator
-from ledgerflow.operators.context import audit_context
+from ledgerflow.operators.context import audit_context, postgres_connection
 from ledgerflow.pipeline.clear import clear_batch
 
 
@@ -18,8 +18,13 @@ class ClearTransactionsOperator(KafkaBatchOperator):
 
     def execute(self, context: Context) -> dict:
         self.rules = load_rules(self.rules_path)
-        return super().execute(context)
+        # the follow-ups record decisions in a thread of their own, with a connection of their own
+        self.recording_conn = postgres_connection(self.postgres_conn_id)
+        try:
+            return super().execute(context)
+        finally:
+            self.recording_conn.close()
 
     def process_batch(self, conn, producer, messages, context):
         return clear_batch(conn, producer, messages, self.rules, audit_context(context),
-                           self.outcome_topic, self.dead_letter_topic)
+                           self.outcome_topic, self.dead_letter_topic, recording_conn=self.recording_conn)

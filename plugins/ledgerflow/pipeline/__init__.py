@@ -9,10 +9,12 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True, slots=True)
-class AppliedBatch:
-    """A batch whose changes to the ledger are committed, and what completes it outside PostgreSQL
-    (publishing outcomes, writing Redis records). The follow-up only repeats what the ledger already
-    says, so a batch whose follow-up never ran heals when its messages are redelivered."""
+class BatchResult:
+    """What a step did with a batch in the task's thread, and the follow-up that completes it in the
+    background while the next batch is taken up: clear decides in the task's thread and records and
+    publishes in the follow-up; settle commits its settlement in the task's thread and writes the Redis
+    records in the follow-up. A batch is done, and its offsets may be committed, once its follow-up is;
+    a batch whose follow-up failed or never ran is redelivered, and every step is idempotent."""
     counts: dict[str, int]
     follow_up: Callable[[], dict[str, int]]
 

@@ -6,14 +6,14 @@ from ledgerflow.core.audit import AuditContext
 from ledgerflow.core.messages import ClearedV1, InvalidMessage, decode_cleared
 from ledgerflow.core.settlement import Settled
 from ledgerflow.core.states import SETTLEABLE
-from ledgerflow.pipeline import AppliedBatch
+from ledgerflow.pipeline import BatchResult
 from ledgerflow.store.kafka import dead_letter
 from ledgerflow.store.ledger import settle
 from ledgerflow.store.redis_projection import project
 
 
 def settle_batch(conn, redis_client, producer, messages: list[Message], context: AuditContext,
-                 dead_letter_topic: str, *, projection_conn) -> AppliedBatch:
+                 dead_letter_topic: str, *, projection_conn) -> BatchResult:
     """Settle the batch's cleared and cleared-with-conditions transactions in message order, in one
     database transaction, and dead-letter what cannot be processed; the follow-up writes the Redis
     record of every transaction in the batch as the ledger records it (rejections from clearance
@@ -35,6 +35,6 @@ def settle_batch(conn, redis_client, producer, messages: list[Message], context:
         projected = project(projection_conn, redis_client, list(outcomes), result)
         return {"projected": projected.settled + projected.rejected}
 
-    return AppliedBatch({"settled": settled, "rejected_at_settlement": len(result.outcomes) - settled,
+    return BatchResult({"settled": settled, "rejected_at_settlement": len(result.outcomes) - settled,
                          "already_done": len(result.not_settleable),
                          "dead_lettered": dead_letter(producer, dead_letter_topic, rejects)}, write_records)
