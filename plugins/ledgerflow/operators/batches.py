@@ -15,7 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from airflow.sdk import BaseOperator
 
-from ledgerflow.operators.context import batch_friendly_gc, peak_memory_mb, postgres_connection
+from ledgerflow.operators.context import batch_friendly_gc, peak_memory_mb, postgres_connection, quick_thread_switches
 from ledgerflow.pipeline import BatchResult
 from ledgerflow.store.kafka import LedgerflowConsumerHook, LedgerflowProducerHook, commit, consume_batches
 
@@ -60,7 +60,8 @@ class KafkaBatchOperator(BaseOperator):
                 last_commit_at = time.monotonic()
 
         try:
-            with batch_friendly_gc(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="follow-up") as background:
+            with (batch_friendly_gc(), quick_thread_switches(),
+                  ThreadPoolExecutor(max_workers=1, thread_name_prefix="follow-up") as background):
                 try:
                     for messages in consume_batches(consumer, self.batch_size, self.time_budget, self.idle_timeout,
                                                     on_idle=complete_in_flight):

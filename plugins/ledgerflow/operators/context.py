@@ -3,6 +3,7 @@ database connection from the provider's hook."""
 
 import gc
 import resource
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -47,3 +48,17 @@ def batch_friendly_gc(young_generation: int = 100_000) -> Iterator[None]:
     finally:
         gc.set_threshold(*threshold)
         gc.unfreeze()
+
+
+@contextmanager
+def quick_thread_switches(interval: float = 0.0005) -> Iterator[None]:
+    """A shorter switch interval for the interpreter lock. A task's thread waits on PostgreSQL several times
+    a batch while its background thread runs Python; when a reply arrives, the waiting thread gets the
+    lock back only when the other one yields it, after up to 5 ms by default. At 0.5 ms, clear and settle
+    ran about 7% faster (two runs of each). Put back at the end."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(interval)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)

@@ -7,7 +7,7 @@ from datetime import datetime
 from airflow.sdk import BaseOperator
 
 from ledgerflow.core.config import DEFAULT_RULES_PATH, load_rules
-from ledgerflow.operators.context import batch_friendly_gc, peak_memory_mb, postgres_connection
+from ledgerflow.operators.context import batch_friendly_gc, peak_memory_mb, postgres_connection, quick_thread_switches
 from ledgerflow.pipeline.produce import produce_window
 from ledgerflow.store.kafka import LedgerflowProducerHook
 
@@ -37,7 +37,7 @@ class ProduceTransactionsOperator(BaseOperator):
         producer = LedgerflowProducerHook(kafka_config_id=self.kafka_config_id).get_producer()
         reader, writer = postgres_connection(self.postgres_conn_id), postgres_connection(self.postgres_conn_id)
         try:
-            with batch_friendly_gc():
+            with batch_friendly_gc(), quick_thread_switches():
                 result = produce_window(
                     reader, writer, producer, self.topic, rules, end=datetime.fromisoformat(self.window_end),
                     start=datetime.fromisoformat(self.window_start) if self.window_start else None,

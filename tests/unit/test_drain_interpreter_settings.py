@@ -1,10 +1,11 @@
-"""The garbage-collection setting of a draining task: what existed before is frozen, the young generation
-is larger, cycles made meanwhile are still collected, and everything is put back afterwards."""
+"""The interpreter settings of a draining task: what existed before is frozen, the young generation is
+larger, cycles made meanwhile are still collected, threads switch sooner, and everything is put back."""
 
 import gc
+import sys
 import weakref
 
-from ledgerflow.operators.context import batch_friendly_gc
+from ledgerflow.operators.context import batch_friendly_gc, quick_thread_switches
 
 
 class Node:
@@ -28,3 +29,10 @@ def test_reference_cycles_made_during_a_drain_are_still_collected():
         del cycle
         gc.collect()
         assert alive() is None, "a cycle made during the drain must not be frozen with what existed before"
+
+
+def test_a_drain_switches_threads_sooner_then_restores_the_interval():
+    before = sys.getswitchinterval()
+    with quick_thread_switches(0.001):
+        assert sys.getswitchinterval() == 0.001
+    assert sys.getswitchinterval() == before
