@@ -31,8 +31,12 @@ NEW_IN_WINDOW = "t.status = 'pending' AND t.published_at IS NULL AND t.created_a
 NOT_TERMINAL_IN_WINDOW = ("t.status IN ('pending', 'cleared', 'cleared_with_conditions') "
                           "AND t.created_at >= %(start)s AND t.created_at < %(end)s")
 
+# The first publication's time stays. The rows are found by transaction_id alone: with `published_at IS
+# NULL` in the WHERE clause, the predicate of transactions_unpublished, the planner may scan that index
+# and test every unpublished transaction against the batch's ids, once per batch. It did once an ANALYZE
+# had seen none unpublished: a 300,000 backlog went out at 3,800 tx/s.
 MARK_PUBLISHED = """
-UPDATE transactions SET published_at = now() WHERE transaction_id = ANY(%s) AND published_at IS NULL"""
+UPDATE transactions SET published_at = coalesce(published_at, now()) WHERE transaction_id = ANY(%s)"""
 
 
 @dataclass(frozen=True, slots=True)
