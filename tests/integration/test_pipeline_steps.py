@@ -1,9 +1,9 @@
 """The pipeline's Kafka-facing steps against the real broker, PostgreSQL and Redis, on topics of their own:
-the backlog the sensor waits on, the drain loop, failed deliveries, and bad messages on their way to the
-dead-letter topic while the rest of the batch goes on."""
+what produce publishes, the backlog the sensor waits on, the drain loop, failed deliveries, and bad messages
+on their way to the dead-letter topic while the rest of the batch goes on."""
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -13,12 +13,15 @@ from airflow.providers.redis.hooks.redis import RedisHook
 from ledgerflow import topology
 from ledgerflow.core.audit import AuditContext
 from ledgerflow.core.config import load_rules
-from ledgerflow.core.messages import ClearedV1, Customer, TransactionV1, decode_cleared, encode
+from ledgerflow.core.messages import (ClearedV1, Customer, TransactionV1, decode_cleared, decode_transaction,
+                                      encode)
 from ledgerflow.core.reasons import ReasonCode
+from ledgerflow.core.rules import risk_score
 from ledgerflow.core.states import Status
 from ledgerflow.operators.batches import KafkaBatchOperator
 from ledgerflow.pipeline import BatchResult
 from ledgerflow.pipeline.clear import clear_batch
+from ledgerflow.pipeline.produce import produce_window
 from ledgerflow.pipeline.settle import settle_batch
 from ledgerflow.store.kafka import (DeliveryFailed, LedgerflowConsumerHook, LedgerflowProducerHook, backlog, commit,
                                     consume_batches, publish)
@@ -70,6 +73,50 @@ def transaction_message(ledger, transaction_id: str, amount: str, from_account: 
         transaction_type="TRANSFER", description=None, created_at=datetime.now(UTC), from_customer=customer,
         to_customer=customer, from_account_type="CHECKING", to_account_type="CHECKING",
         from_balance=Decimal("0.00"), to_balance=Decimal("0.00"), risk_score=0))
+
+
+def test_produce_publishes_a_window_in_creation_order_each_message_enriched_with_both_parties(topics, producer,
+                                                                                              ledger):
+    prefix = ledger.prefix
+    ledger.conn.execute("INSERT INTO customers (customer_id, name, risk_level) VALUES (%s, 'Alice', 'HIGH'), "
+                        "(%s, 'Bob', 'LOW')", (f"{prefix}-alice", f"{prefix}-bob"))
+    alice, bob = f"{prefix}-savings", f"{prefix}-checking"
+    ledger.conn.execute("INSERT INTO accounts (account_number, customer_id, account_type, balance) VALUES "
+                        "(%s, %s, 'SAVINGS', 500.00), (%s, %s, 'CHECKING', 20.00)",
+                        (alice, f"{prefix}-alice", bob, f"{prefix}-bob"))
+    # A window of its own, in the past, so no other transaction is in it; two rows created at the same
+    # moment go out in the order they were inserted.
+    start = datetime(2001, 1, 1, tzinfo=UTC) + timedelta(minutes=uuid.uuid4().int % 500_000)
+    rows = [(f"{prefix}-late", "10.00", alice, bob, start + timedelta(seconds=2)),
+            (f"{prefix}-first", "5.00", bob, alice, start + timedelta(seconds=1)),
+            (f"{prefix}-second", "7000.00", alice, bob, start + timedelta(seconds=1))]
+    with ledger.conn.cursor() as cursor:
+        cursor.executemany("INSERT INTO transactions (transaction_id, amount, from_account, to_account, created_at) "
+                           "VALUES (%s, %s, %s, %s, %s)", rows)
+    rules = load_rules()
+    reader, writer = open_pg(), open_pg()
+    try:
+        result = produce_window(reader, writer, producer, topics["in"], rules, start=start,
+                                end=start + timedelta(minutes=1), redrive=True, batch_size=2)
+    finally:
+        reader.close()
+        writer.close()
+
+    assert (result.published, result.batches) == (3, 2)
+    received = read_all(topics["in"], 3)
+    messages = [decode_transaction(m.value()) for m in received]
+    assert [m.transaction_id for m in messages] == [f"{prefix}-first", f"{prefix}-second", f"{prefix}-late"]
+    assert [m.key() for m in received] == [bob.encode(), alice.encode(), alice.encode()]
+    second = messages[1]
+    assert (second.from_customer, second.to_customer) == (Customer(f"{prefix}-alice", "Alice", "HIGH"),
+                                                          Customer(f"{prefix}-bob", "Bob", "LOW"))
+    assert (second.from_account_type, second.to_account_type, second.from_balance, second.to_balance) == (
+        "SAVINGS", "CHECKING", Decimal("500.00"), Decimal("20.00"))
+    assert second.risk_score == risk_score(Decimal("7000.00"), "HIGH", "LOW", rules.risk)
+    assert messages[0].from_customer == Customer(f"{prefix}-bob", "Bob", "LOW")
+    published = ledger.conn.execute("SELECT count(*) FROM transactions WHERE transaction_id = ANY(%s) "
+                                    "AND published_at IS NOT NULL", ([r[0] for r in rows],)).fetchone()[0]
+    assert published == 3
 
 
 def test_the_backlog_counts_what_the_group_has_not_committed_without_consuming_it(topics, producer):
