@@ -12,7 +12,7 @@ from itertools import chain
 import hiredis
 
 from ledgerflow.core.settlement import Settled
-from ledgerflow.store.ledger import SettlementResult
+from ledgerflow.store.ledger import SettlementResult, account_holders
 
 # Everything both hashes need, for a batch of terminal transactions, in one query. The transition
 # into settled names what it settled from (cleared or cleared_with_conditions).
@@ -29,11 +29,6 @@ SELECT t.transaction_id, t.status, t.amount, t.from_account, t.to_account, t.ris
   LEFT JOIN journal_postings debit ON debit.transaction_id = t.transaction_id AND debit.direction = 'DEBIT'
   LEFT JOIN journal_postings credit ON credit.transaction_id = t.transaction_id AND credit.direction = 'CREDIT'
  WHERE t.transaction_id = ANY(%s) AND t.status IN ('settled', 'rejected')"""
-
-
-SELECT_CUSTOMERS = """
-SELECT a.account_number, c.customer_id, c.name FROM accounts a JOIN customers c ON c.customer_id = a.customer_id
- WHERE a.account_number = ANY(%s)"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,17 +85,18 @@ def _write(redis_client, commands: list[bytes]) -> None:
 def settlement_rows(conn, result: SettlementResult) -> list[tuple]:
     """SELECT_TERMINAL's rows for the outcomes of a settlement that just committed, built from what it
     recorded (the same values the ledger now holds) plus one query for the customers."""
-    numbers = list({n for o in result.outcomes for n in (o.transfer.from_account, o.transfer.to_account)})
-    customers = {number: (customer_id, name) for number, customer_id, name in conn.execute(SELECT_CUSTOMERS, (numbers,))}
+    holders = account_holders(conn, {number for o in result.outcomes
+                                     for number in (o.transfer.from_account, o.transfer.to_account)})
     rows = []
     for outcome in result.outcomes:
         transfer, at = outcome.transfer, result.settled_at
+        source, destination = holders[transfer.from_account], holders[transfer.to_account]
         change = result.changes[transfer.transaction_id]
         settled = isinstance(outcome, Settled)
         rows.append((transfer.transaction_id, change.new.value, transfer.amount, transfer.from_account,
                      transfer.to_account, result.risk_scores[transfer.transaction_id],
                      None if settled else outcome.available_balance, change.reason_code.value, change.message, at,
-                     *customers[transfer.from_account], *customers[transfer.to_account],
+                     source.customer_id, source.name, destination.customer_id, destination.name,
                      *((outcome.from_balance_after, outcome.to_balance_after, at, change.expected.value) if settled
                        else (None, None, None, None))))
     return rows
