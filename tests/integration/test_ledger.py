@@ -10,7 +10,7 @@ from ledgerflow.core.audit import AuditContext
 from ledgerflow.core.reasons import ReasonCode
 from ledgerflow.core.settlement import Refused, Settled
 from ledgerflow.core.states import IllegalTransition, Status, StatusChange
-from ledgerflow.store.ledger import settle, transition
+from ledgerflow.store.ledger import LockedSettlement, settle, transition
 
 AIRFLOW = AuditContext(changed_by="airflow", dag_id="ledgerflow_clear", run_id="manual__2026-11-25T09:00:00",
                        task_id="clear_batch", try_number=2, map_index=-1)
@@ -152,6 +152,61 @@ def test_concurrent_debits_of_one_account_never_take_it_below_zero(ledger):
     assert balances[source] == D("0.00")
     assert sum(balances.values()) == total_before
     assert ledger.reconciliation_gaps([source, *destinations]) == []
+
+
+def test_a_batch_locked_before_the_previous_one_settles_starts_from_its_balances(ledger):
+    """settle locks batch N+1's transactions while batch N settles: N+1 must read the balances N leaves."""
+    source, destination = ledger.accounts("100.00", "0.00")
+    first, second = ledger.transactions((source, destination, "60.00"), (source, destination, "50.00"),
+                                        status="cleared")
+    other = PostgresHook(postgres_conn_id="ledgerflow_postgres").get_conn()
+    other.autocommit = True
+    try:
+        earlier = LockedSettlement(ledger.conn, [first], AIRFLOW)
+        later = LockedSettlement(other, [second], AIRFLOW)
+        assert [type(o) for o in earlier.complete().outcomes] == [Settled]
+        [refused] = later.complete().outcomes
+    finally:
+        other.close()
+
+    assert refused == Refused(refused.transfer, D("40.00"))
+    assert ledger.balances([source, destination]) == {source: D("40.00"), destination: D("60.00")}
+    assert ledger.reconciliation_gaps([source, destination]) == []
+
+
+def test_a_transaction_in_two_overlapping_batches_settles_once(ledger):
+    """A redelivered transaction can be in the batch that settles and in the next one, locked meanwhile:
+    the later lock waits for the earlier settlement and then finds the transaction settled."""
+    source, destination = ledger.accounts("100.00", "0.00")
+    shared, new = ledger.transactions((source, destination, "30.00"), (source, destination, "20.00"),
+                                      status="cleared")
+    earlier = LockedSettlement(ledger.conn, [shared], AIRFLOW)
+    later: list = []
+    locking = threading.Thread(target=lambda: run_concurrently(
+        [lambda conn: later.append(LockedSettlement(conn, [shared, new], AIRFLOW).complete())]))
+    locking.start()
+    locking.join(timeout=1)
+    assert locking.is_alive(), "the later batch waits for the transaction the earlier one holds"
+
+    earlier.complete()
+    locking.join(timeout=30)
+
+    [result] = later
+    assert [o.transfer.transaction_id for o in result.outcomes] == [new]
+    assert result.not_settleable == {shared: "settled"}
+    assert ledger.balances([source, destination]) == {source: D("50.00"), destination: D("50.00")}
+    assert [len(ledger.audit(i)) for i in (shared, new)] == [2, 2]
+
+
+def test_an_abandoned_settlement_changes_nothing_and_releases_its_transactions(ledger):
+    source, destination = ledger.accounts("100.00", "0.00")
+    ids = ledger.transactions((source, destination, "30.00"), status="cleared")
+    LockedSettlement(ledger.conn, ids, AIRFLOW).abandon()
+
+    # on another connection, which would wait for a lock the abandoned settlement kept
+    run_concurrently([lambda conn: (conn.execute("SET lock_timeout = '5s'"), settle(conn, ids, AIRFLOW))])
+
+    assert ledger.balances([source, destination]) == {source: D("70.00"), destination: D("30.00")}
 
 
 def test_the_same_batch_settled_by_two_workers_at_once_settles_once(ledger):

@@ -6,6 +6,7 @@ each unit of work in one database transaction. The database audits every status 
 """
 
 from collections.abc import Iterable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -53,6 +54,14 @@ UPDATE accounts a SET balance = u.balance
   FROM unnest(%s::text[], %s::numeric[]) AS u(account_number, balance)
  WHERE a.account_number = u.account_number"""
 
+# Every transfer of a batch that settled, in one statement: the message is built from the row, not sent
+# with it (29 of the 168 ms the status changes of 10,000 settlements took as a JSON recordset).
+MARK_SETTLED = """
+UPDATE transactions t
+   SET status = %s, status_reason_code = %s,
+       status_message = 'settled ' || t.amount || ' from ' || t.from_account || ' to ' || t.to_account
+ WHERE t.transaction_id = ANY(%s) AND t.status = ANY(%s)"""
+
 # COPY inserts a batch's postings page by page (one WAL record and one buffer lock per page, not per row):
 # 133 against 161 ms for the 20,000 postings of a 10,000-transfer batch as one INSERT ... SELECT.
 COPY_POSTINGS = "COPY journal_postings (transaction_id, account_number, direction, amount, balance_after) FROM STDIN"
@@ -79,7 +88,8 @@ class SettlementResult:
     outcomes: list[Settled | Refused]
     not_settleable: dict[str, str]  # transaction id -> its status (settled already, rejected, ...)
     # What the ledger recorded with the outcomes, so their read model needs no second query:
-    changes: dict[str, StatusChange]  # the transition each outcome made (from cleared or cleared_with_conditions)
+    settled_from: dict[str, Status]  # what each outcome's transaction was: cleared or cleared_with_conditions
+    refusals: dict[str, StatusChange]  # the transitions into rejected, with their reasons
     risk_scores: dict[str, int | None]
     settled_at: datetime | None  # the time the settled and rejected rows record (the transaction's now())
 
@@ -140,51 +150,93 @@ def transition(conn, changes: Iterable[StatusChange], context: AuditContext) -> 
         return _apply_status_changes(cursor, changes)
 
 
-def settle(conn, transaction_ids: Iterable[str], context: AuditContext) -> SettlementResult:
-    """Settle a batch atomically, in the given order: lock its transactions, then its accounts in a fixed
-    order; apply each transfer as the database records it (the message only says which and in what order);
-    write balances, journal postings and the settled/rejected transitions. A transaction that is not
-    cleared (or cleared with conditions) any more is skipped, so a replayed batch settles nothing twice."""
-    ordered_ids = list(dict.fromkeys(transaction_ids))
-    with conn.transaction(), conn.cursor() as cursor:
-        _set_audit_context(cursor, context)
-        cursor.execute(LOCK_TRANSACTIONS, (ordered_ids,))
-        statuses, recorded, risk_scores, settled_at = {}, {}, {}, None
-        for transaction_id, status, from_account, to_account, amount, risk_score, settled_at in cursor.fetchall():
-            statuses[transaction_id] = Status(status)
-            recorded[transaction_id] = Transfer(transaction_id, from_account, to_account, amount)
-            risk_scores[transaction_id] = risk_score
-        settleable = [recorded[i] for i in ordered_ids if statuses.get(i) in SETTLEABLE]
+class LockedSettlement:
+    """A settlement's first half: a database transaction open on `conn` with the batch's transactions
+    locked and read. complete() settles them and commits; abandon() rolls back. A caller may lock the next
+    batch on a second connection while this one completes: the accounts, and so the balances each batch
+    starts from, are locked and read only in complete(), so batches completed in order apply their
+    transfers in order, whichever locked its transactions first."""
+
+    def __init__(self, conn, transaction_ids: Iterable[str], context: AuditContext):
+        self.conn = conn
+        self.ordered_ids = list(dict.fromkeys(transaction_ids))
+        conn.execute("BEGIN")
+        try:
+            with conn.cursor() as cursor:
+                _set_audit_context(cursor, context)
+                cursor.execute(LOCK_TRANSACTIONS, (self.ordered_ids,))
+                self.statuses, self.recorded, self.risk_scores, self.settled_at = {}, {}, {}, None
+                for transaction_id, status, from_account, to_account, amount, risk_score, self.settled_at \
+                        in cursor.fetchall():
+                    self.statuses[transaction_id] = Status(status)
+                    self.recorded[transaction_id] = Transfer(transaction_id, from_account, to_account, amount)
+                    self.risk_scores[transaction_id] = risk_score
+        except BaseException:
+            with suppress(Exception):  # the error that got here is the one to report
+                self.abandon()
+            raise
+
+    def abandon(self) -> None:
+        self.conn.execute("ROLLBACK")
+
+    def complete(self) -> SettlementResult:
+        """Lock the accounts in a fixed order, apply each transfer as the database records it (the message
+        only says which and in what order), write balances, journal postings and the settled/rejected
+        transitions, and commit. A transaction that is not cleared (or cleared with conditions) any more
+        is skipped, so a replayed batch settles nothing twice."""
+        try:
+            result = self._apply()
+        except BaseException:
+            with suppress(Exception):  # the error that got here is the one to report
+                self.abandon()
+            raise
+        self.conn.execute("COMMIT")
+        return result
+
+    def _apply(self) -> SettlementResult:
+        statuses, ordered_ids = self.statuses, self.ordered_ids
+        settleable = [self.recorded[i] for i in ordered_ids if statuses.get(i) in SETTLEABLE]
         not_settleable = {i: str(statuses.get(i, "unknown")) for i in ordered_ids if statuses.get(i) not in SETTLEABLE}
         if not settleable:
-            return SettlementResult([], not_settleable, {}, {}, settled_at)
+            return SettlementResult([], not_settleable, {}, {}, {}, self.settled_at)
+        with self.conn.cursor() as cursor:
+            cursor.execute(LOCK_ACCOUNTS, (sorted({n for t in settleable for n in (t.from_account, t.to_account)}),))
+            balances = dict(cursor.fetchall())
+            opening = dict(balances)
+            outcomes = settle_in_order(balances, settleable)
 
-        cursor.execute(LOCK_ACCOUNTS, (sorted({n for t in settleable for n in (t.from_account, t.to_account)}),))
-        balances = dict(cursor.fetchall())
-        opening = dict(balances)
-        outcomes = settle_in_order(balances, settleable)
+            changed = [number for number, balance in balances.items() if balance != opening[number]]
+            cursor.execute(UPDATE_BALANCES, (changed, [balances[number] for number in changed]))
+            settled = [o.transfer.transaction_id for o in outcomes if isinstance(o, Settled)]
+            with cursor.copy(COPY_POSTINGS) as copy:
+                for o in outcomes:
+                    if isinstance(o, Settled):
+                        transfer = o.transfer
+                        copy.write_row((transfer.transaction_id, transfer.from_account, "DEBIT", transfer.amount,
+                                        o.from_balance_after))
+                        copy.write_row((transfer.transaction_id, transfer.to_account, "CREDIT", transfer.amount,
+                                        o.to_balance_after))
+            cursor.execute(MARK_SETTLED, (Status.SETTLED.value, ReasonCode.SETTLED.value, settled,
+                                          [status.value for status in SETTLEABLE]))
+            if cursor.rowcount != len(settled):  # the rows are locked: only a broken invariant gets here
+                raise RuntimeError(f"marked {cursor.rowcount} of {len(settled)} transactions settled")
+            refusals = {o.transfer.transaction_id: _refusal(o, statuses[o.transfer.transaction_id])
+                        for o in outcomes if isinstance(o, Refused)}
+            if refusals:
+                _apply_status_changes(cursor, list(refusals.values()))
+        return SettlementResult(outcomes, not_settleable,
+                                {t.transaction_id: statuses[t.transaction_id] for t in settleable}, refusals,
+                                {t.transaction_id: self.risk_scores[t.transaction_id] for t in settleable},
+                                self.settled_at)
 
-        changed = [number for number, balance in balances.items() if balance != opening[number]]
-        cursor.execute(UPDATE_BALANCES, (changed, [balances[number] for number in changed]))
-        settled = [o for o in outcomes if isinstance(o, Settled)]
-        with cursor.copy(COPY_POSTINGS) as copy:
-            for o in settled:
-                transfer = o.transfer
-                copy.write_row((transfer.transaction_id, transfer.from_account, "DEBIT", transfer.amount,
-                                o.from_balance_after))
-                copy.write_row((transfer.transaction_id, transfer.to_account, "CREDIT", transfer.amount,
-                                o.to_balance_after))
-        changes = [_settlement_change(o, statuses[o.transfer.transaction_id]) for o in outcomes]
-        _apply_status_changes(cursor, changes)
-        return SettlementResult(outcomes, not_settleable, {c.transaction_id: c for c in changes},
-                                {t.transaction_id: risk_scores[t.transaction_id] for t in settleable}, settled_at)
+
+def settle(conn, transaction_ids: Iterable[str], context: AuditContext) -> SettlementResult:
+    """Settle a batch atomically, in the given order, in one database transaction (see LockedSettlement)."""
+    return LockedSettlement(conn, transaction_ids, context).complete()
 
 
-def _settlement_change(outcome: Settled | Refused, status: Status) -> StatusChange:
+def _refusal(outcome: Refused, status: Status) -> StatusChange:
     transfer = outcome.transfer
-    if isinstance(outcome, Settled):
-        return StatusChange(transfer.transaction_id, status, Status.SETTLED, ReasonCode.SETTLED,
-                            f"settled {transfer.amount} from {transfer.from_account} to {transfer.to_account}")
     return StatusChange(transfer.transaction_id, status, Status.REJECTED, ReasonCode.INSUFFICIENT_FUNDS_AT_SETTLEMENT,
                         f"balance {outcome.available_balance} of {transfer.from_account} no longer covers "
                         f"{transfer.amount}", available_balance=outcome.available_balance)

@@ -12,6 +12,7 @@ from itertools import chain
 import hiredis
 
 from ledgerflow.core.settlement import Settled
+from ledgerflow.core.states import Status
 from ledgerflow.store.ledger import SettlementResult, account_holders
 
 # Everything both hashes need, for a batch of terminal transactions, in one query. The transition
@@ -83,22 +84,26 @@ def _write(redis_client, commands: list[bytes]) -> None:
 
 
 def settlement_rows(conn, result: SettlementResult) -> list[tuple]:
-    """SELECT_TERMINAL's rows for the outcomes of a settlement that just committed, built from what it
-    recorded (the same values the ledger now holds) plus one query for the customers."""
+    """Rows in SELECT_TERMINAL's shape for the outcomes of a settlement that just committed, built from
+    what it recorded (the same values the ledger now holds) plus one query for the customers. A settled
+    row leaves out the reason, which its record does not show."""
     holders = account_holders(conn, {number for o in result.outcomes
                                      for number in (o.transfer.from_account, o.transfer.to_account)})
     rows = []
     for outcome in result.outcomes:
         transfer, at = outcome.transfer, result.settled_at
         source, destination = holders[transfer.from_account], holders[transfer.to_account]
-        change = result.changes[transfer.transaction_id]
-        settled = isinstance(outcome, Settled)
-        rows.append((transfer.transaction_id, change.new.value, transfer.amount, transfer.from_account,
-                     transfer.to_account, result.risk_scores[transfer.transaction_id],
-                     None if settled else outcome.available_balance, change.reason_code.value, change.message, at,
-                     source.customer_id, source.name, destination.customer_id, destination.name,
-                     *((outcome.from_balance_after, outcome.to_balance_after, at, change.expected.value) if settled
-                       else (None, None, None, None))))
+        common = (transfer.amount, transfer.from_account, transfer.to_account,
+                  result.risk_scores[transfer.transaction_id])
+        parties = (source.customer_id, source.name, destination.customer_id, destination.name)
+        if isinstance(outcome, Settled):  # a settlement record has no reason
+            rows.append((transfer.transaction_id, Status.SETTLED.value, *common, None, None, None, at, *parties,
+                         outcome.from_balance_after, outcome.to_balance_after, at,
+                         result.settled_from[transfer.transaction_id].value))
+        else:
+            refusal = result.refusals[transfer.transaction_id]
+            rows.append((transfer.transaction_id, refusal.new.value, *common, outcome.available_balance,
+                         refusal.reason_code.value, refusal.message, at, *parties, None, None, None, None))
     return rows
 
 
