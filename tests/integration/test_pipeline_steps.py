@@ -296,7 +296,7 @@ class _RecordingOperator(KafkaBatchOperator):
                 raise RuntimeError("Redis is down")
             self.followed_up.append(len(messages))
             return {"followed_up": 1}
-        return BatchResult({"applied": len(messages)}, follow_up)
+        return BatchResult({"applied": len(messages)}, (follow_up,))
 
 
 def test_a_batch_is_committed_only_once_its_follow_up_is_done(topics, producer):
@@ -312,6 +312,47 @@ def test_a_batch_is_committed_only_once_its_follow_up_is_done(topics, producer):
     assert operator.followed_up == [10, 10]
     watcher = consumer_of(topics["in"], group_id)
     assert backlog(watcher, topics["in"]) == 15, "the batch whose follow-up failed, and the one after it, stay"
+    watcher.close()
+
+
+class _TwoStepOperator(KafkaBatchOperator):
+    """Applies nothing; each batch has two follow-ups that record what they ran; the second fails on the
+    second batch."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.ran: list[tuple[str, int]] = []
+
+    def process_batch(self, conn, producer, messages, context):
+        batch = int(messages[0].value().decode()[1:]) // 10
+
+        def first():
+            self.ran.append(("first", batch))
+            return {}
+
+        def second():
+            if batch == 1:
+                raise RuntimeError("Redis is down")
+            self.ran.append(("second", batch))
+            return {}
+        return BatchResult({}, (first, second))
+
+
+def test_a_follow_up_runs_neither_past_a_failed_step_of_its_batch_nor_of_the_batch_before(topics, producer):
+    publish(producer, topics["in"], ((None, f"m{i}".encode()) for i in range(40)))
+    group_id = f"test-{uuid.uuid4().hex[:8]}"
+    operator = _TwoStepOperator(task_id="drain", topic=topics["in"], group_id=group_id,
+                                dead_letter_topic=topics["dlq"], kafka_config_id=topology.KAFKA_CONN_ID,
+                                postgres_conn_id=topology.POSTGRES_CONN_ID, batch_size=10, idle_timeout=1)
+
+    with pytest.raises(RuntimeError, match="Redis is down"):
+        operator.execute({})
+
+    assert ("second", 0) in operator.ran and ("first", 1) in operator.ran
+    assert not any(step == "second" and batch >= 1 for step, batch in operator.ran)
+    assert operator.ran.index(("first", 1)) > operator.ran.index(("first", 0))
+    watcher = consumer_of(topics["in"], group_id)
+    assert backlog(watcher, topics["in"]) == 30, "only the first batch is committed"
     watcher.close()
 
 

@@ -3,15 +3,21 @@ until the topic has been idle for `idle_timeout` seconds or the time budget is s
 per-run overhead is paid once per run, not once per batch, and a steady stream is served by a running
 task instead of a new run per burst.
 
-A batch is taken up in the task's thread (clear decides it, settle settles it); its follow-up (clear
-records and publishes the decisions, settle writes the Redis records) runs in a background thread while
-the next batch is taken up, so PostgreSQL and Python work at the same time. One follow-up runs at a
-time, in batch order. A batch's offsets are committed only once its follow-up is done, and in order."""
+A batch is taken up in the task's thread (clear decides it, settle locks its transactions); its
+follow-ups (clear records and publishes the decisions; settle settles, then writes the Redis records)
+run in background threads, one thread per follow-up, while the next batch is taken up, so PostgreSQL,
+Redis and Python work at the same time. Each follow-up thread runs its batches in order, and a
+follow-up runs only once the batch's earlier follow-up and the previous batch's same follow-up have
+succeeded. A batch's offsets are committed only once all its follow-ups are done, and in order.
+
+With `batches_in_flight` = 1, batch N+2 is taken up only once batch N is done, so a step can alternate
+two connections between batches: the task's thread never uses the one a follow-up still uses."""
 
 import time
-from collections import Counter
-from collections.abc import Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 
 from airflow.sdk import BaseOperator
 
@@ -22,6 +28,8 @@ from ledgerflow.store.kafka import LedgerflowConsumerHook, LedgerflowProducerHoo
 
 class KafkaBatchOperator(BaseOperator):
     template_fields: Sequence[str] = ("topic", "group_id", "dead_letter_topic")
+    # how many batches' follow-ups may still run while the task's thread takes up the next batch
+    batches_in_flight = 1
 
     def __init__(self, *, topic: str, group_id: str, dead_letter_topic: str, kafka_config_id: str,
                  postgres_conn_id: str, batch_size: int = 10000, time_budget: float = 300.0,
@@ -37,7 +45,7 @@ class KafkaBatchOperator(BaseOperator):
         self.idle_timeout = idle_timeout
 
     def process_batch(self, conn, producer, messages, context) -> BatchResult:
-        """Take up one batch; return its counts so far and its follow-up."""
+        """Take up one batch; return its counts so far and its follow-ups."""
         raise NotImplementedError
 
     def execute(self, context) -> dict:
@@ -46,36 +54,42 @@ class KafkaBatchOperator(BaseOperator):
         consumer = LedgerflowConsumerHook([self.topic], self.group_id, self.kafka_config_id).get_consumer()
         totals: Counter = Counter()
         first_message_at = last_commit_at = None
-        in_flight: list[tuple[Future, list]] = []  # the batch whose follow-up runs, at most one
+        in_flight: deque[tuple[list[Future], list]] = deque()  # batches whose follow-ups run, oldest first
 
-        def complete_in_flight() -> None:
-            """Wait for the follow-up in flight, then commit its batch; raises what the follow-up raised,
-            leaving that batch uncommitted. Called before the next follow-up starts and whenever the
-            topic is quiet, so a finished batch is not left uncommitted while the task waits."""
+        def complete_oldest() -> None:
+            """Wait for the oldest batch's follow-ups, then commit it; raises what a follow-up raised,
+            leaving that batch uncommitted."""
             nonlocal last_commit_at
-            if in_flight:
-                follow_up, messages = in_flight.pop()
+            follow_ups, messages = in_flight.popleft()
+            for follow_up in follow_ups:
                 totals.update(follow_up.result())
-                commit(consumer, messages)
-                last_commit_at = time.monotonic()
+            commit(consumer, messages)
+            last_commit_at = time.monotonic()
+
+        def complete_all() -> None:
+            """Called whenever the topic is quiet, so a finished batch is not left uncommitted while the
+            task waits."""
+            while in_flight:
+                complete_oldest()
 
         try:
-            with (batch_friendly_gc(), quick_thread_switches(),
-                  ThreadPoolExecutor(max_workers=1, thread_name_prefix="follow-up") as background):
+            with batch_friendly_gc(), quick_thread_switches(), _FollowUpThreads() as follow_up_threads:
                 try:
                     for messages in consume_batches(consumer, self.batch_size, self.time_budget, self.idle_timeout,
-                                                    on_idle=complete_in_flight):
+                                                    on_idle=complete_all):
                         first_message_at = first_message_at or time.monotonic()
                         applied = self.process_batch(conn, producer, messages, context)
                         totals.update(applied.counts)
                         totals.update(batches=1, messages=len(messages))
-                        complete_in_flight()
-                        in_flight.append((background.submit(applied.follow_up), messages))
-                    complete_in_flight()
+                        in_flight.append((follow_up_threads.start(applied.follow_ups), messages))
+                        while len(in_flight) > self.batches_in_flight:
+                            complete_oldest()
+                    complete_all()
                 finally:
-                    for follow_up, _ in in_flight:  # abandoned because the task failed: say how it ended
-                        if (error := follow_up.exception()) is not None:
-                            self.log.error("the follow-up of the last batch failed too: %r", error)
+                    for follow_ups, _ in in_flight:  # abandoned because the task failed: say how they ended
+                        for follow_up in follow_ups:
+                            if not isinstance(error := follow_up.exception(), (type(None), EarlierFollowUpFailed)):
+                                self.log.error("a follow-up of a later batch failed too: %r", error)
         finally:
             consumer.close()
             conn.close()
@@ -86,3 +100,40 @@ class KafkaBatchOperator(BaseOperator):
         summary["peak_memory_mb"] = peak_memory_mb()
         self.log.info("%s from %s: %s", self.task_id, self.topic, summary)
         return summary
+
+
+class _FollowUpThreads(ExitStack):
+    """A thread for each follow-up of a batch (the first follow-ups of all batches run in one thread, the
+    second in another, ...), started as needed and shut down on exit."""
+
+    def __init__(self):
+        super().__init__()
+        self.threads: list[ThreadPoolExecutor] = []
+        self.last_started: list[Future | None] = []  # by thread, the follow-up it was given last
+
+    def start(self, follow_ups: Sequence[Callable[[], dict[str, int]]]) -> list[Future]:
+        started: list[Future] = []
+        for i, follow_up in enumerate(follow_ups):
+            earlier = started[-1:]  # the batch's previous follow-up
+            if i < len(self.threads):
+                earlier.append(self.last_started[i])  # the previous batch's same follow-up
+            else:
+                self.threads.append(self.enter_context(
+                    ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"follow-up-{i}")))
+                self.last_started.append(None)
+            started.append(self.threads[i].submit(_run_after, earlier, follow_up))
+            self.last_started[i] = started[-1]
+        return started
+
+
+class EarlierFollowUpFailed(RuntimeError):
+    """A follow-up did not run because one it comes after failed."""
+
+
+def _run_after(earlier: list[Future], follow_up: Callable[[], dict[str, int]]) -> dict[str, int]:
+    """Run `follow_up` once the follow-ups it comes after have succeeded: a batch is never completed past
+    a step that failed, nor a step run for a batch after it failed for the one before."""
+    for future in earlier:
+        if future.exception() is not None:
+            raise EarlierFollowUpFailed("not run: a follow-up it comes after failed") from future.exception()
+    return follow_up()

@@ -10,13 +10,17 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class BatchResult:
-    """What a step did with a batch in the task's thread, and the follow-up that completes it in the
-    background while the next batch is taken up: clear decides in the task's thread and records and
-    publishes in the follow-up; settle commits its settlement in the task's thread and writes the Redis
-    records in the follow-up. A batch is done, and its offsets may be committed, once its follow-up is;
-    a batch whose follow-up failed or never ran is redelivered, and every step is idempotent."""
+    """What a step did with a batch in the task's thread, and the follow-ups that complete it in the
+    background while the next batch is taken up, one after the other: clear decides in the task's thread
+    and records and publishes in its follow-up; settle locks the batch's transactions in the task's
+    thread, settles them in a first follow-up and writes the Redis records in a second. A batch is done,
+    and its offsets may be committed, once its last follow-up is; a batch whose follow-ups failed or never
+    ran is redelivered, and every step is idempotent."""
     counts: dict[str, int]
-    follow_up: Callable[[], dict[str, int]]
+    follow_ups: tuple[Callable[[], dict[str, int]], ...]
 
     def complete(self) -> dict[str, int]:
-        return {**self.counts, **self.follow_up()}
+        counts = dict(self.counts)
+        for follow_up in self.follow_ups:
+            counts.update(follow_up())
+        return counts

@@ -44,16 +44,17 @@ def _outcome(message: TransactionV1, row) -> ClearedV1:
 def clear_batch(conn, producer, messages: list[Message], rules: RulesConfig, context: AuditContext,
                 outcome_topic: str, dead_letter_topic: str, *, recording_conn) -> BatchResult:
     """Decide the batch's pending transactions in message order, reading on `conn` (one query for their
-    state, one for all their accounts); the follow-up records the decisions on `recording_conn` (one
-    guarded statement for all transitions), publishes the outcome of every transaction in the batch that
-    has one, as the ledger then records it, and dead-letters what could not be processed.
+    state, one for all their accounts). The first follow-up records the decisions on `recording_conn`
+    (one guarded statement for all transitions); the second publishes the outcome of every transaction in
+    the batch that has one, as the ledger then records it, and dead-letters what could not be processed.
 
-    The follow-up runs beside the deciding of the next batch, so the database records one batch while
-    Python decides the next: `recording_conn` is a connection of its own then. Deciding on a state that
-    the previous batch's recording has not committed yet is safe: a transaction in both batches is
-    pending in both readings, and the guarded transition of the later one finds it decided and reports
-    a duplicate, as a redelivered message always does; its recorded outcome is republished, so a lost
-    downstream message heals on re-drive."""
+    The follow-ups run beside the deciding of the next batch, so Python decides one batch while the
+    database records the one before and the broker takes the outcomes of the one before that:
+    `recording_conn` is a connection of its own then. Deciding on a state that the previous batch's
+    recording has not committed yet is safe: a transaction in both batches is pending in both readings,
+    and the guarded transition of the later one finds it decided and reports a duplicate, as a
+    redelivered message always does; its recorded outcome is republished, so a lost downstream message
+    heals on re-drive."""
     rejects: list[tuple[Message, str]] = []
     received: dict[str, tuple[Message, TransactionV1]] = {}  # first message per transaction, in order
     for message in messages:
@@ -80,25 +81,33 @@ def clear_batch(conn, producer, messages: list[Message], rules: RulesConfig, con
         [ClearanceRequest(m.transaction_id, m.amount, m.from_account, m.to_account, m.risk_score) for m in pending],
         accounts, rules)
 
-    def record_and_publish() -> dict[str, int]:
-        result = transition(recording_conn, [
-            StatusChange(d.transaction_id, Status.PENDING, d.status, d.reason_code, d.message,
-                         risk_score=m.risk_score, available_balance=d.available_balance)
-            for d, m in zip(decisions, pending)], context)
-        # What the ledger now records: the decisions just applied as they were written, the rest re-read
-        # (a redelivery, or a transaction another batch or run decided meanwhile).
+    changes = [StatusChange(d.transaction_id, Status.PENDING, d.status, d.reason_code, d.message,
+                            risk_score=m.risk_score, available_balance=d.available_balance)
+               for d, m in zip(decisions, pending)]
+    recording: list = []  # what the first follow-up recorded, for the second to publish
+
+    def record() -> dict[str, int]:
+        result = transition(recording_conn, changes, context)
+        # the rest is re-read: a redelivery, or a transaction another batch or run decided meanwhile
+        applied = set(result.applied)
+        rest = [i for i in batch if i not in applied]
+        reread = recording_conn.execute(SELECT_TRANSACTIONS, (rest,)).fetchall() if rest else []
+        recording.extend((result, reread))
+        return {"decided": len(result.applied), "duplicates": len(batch) - len(result.applied)}
+
+    def publish_outcomes() -> dict[str, int]:
+        result, reread = recording
+        # What the ledger now records: the decisions just applied as they were written, the rest re-read.
         applied = set(result.applied)
         recorded = {d.transaction_id: (d.transaction_id, d.status.value, *rows[d.transaction_id][2:5],
                                        d.reason_code.value, d.message, m.risk_score, d.available_balance,
                                        result.changed_at)
                     for d, m in zip(decisions, pending) if d.transaction_id in applied}
-        if rest := [i for i in batch if i not in applied]:
-            recorded.update((row[0], row) for row in recording_conn.execute(SELECT_TRANSACTIONS, (rest,)).fetchall())
-        outcomes = [_outcome(message, recorded[i]) for i, message in batch.items()
-                    if recorded[i][1] in PUBLISHED_CLEARANCE_OUTCOMES]
+        recorded.update((row[0], row) for row in reread)
+        outcomes = (_outcome(message, recorded[i]) for i, message in batch.items()
+                    if recorded[i][1] in PUBLISHED_CLEARANCE_OUTCOMES)
         # both publishes flush the producer: one thread does both
-        return {"decided": len(result.applied), "duplicates": len(batch) - len(result.applied),
-                "published": publish(producer, outcome_topic, ((o.from_account, encode(o)) for o in outcomes)),
+        return {"published": publish(producer, outcome_topic, ((o.from_account, encode(o)) for o in outcomes)),
                 "dead_lettered": dead_letter(producer, dead_letter_topic, rejects)}
 
-    return BatchResult({}, record_and_publish)
+    return BatchResult({}, (record, publish_outcomes))

@@ -8,17 +8,22 @@ from ledgerflow.core.settlement import Settled
 from ledgerflow.core.states import SETTLEABLE
 from ledgerflow.pipeline import BatchResult
 from ledgerflow.store.kafka import dead_letter
-from ledgerflow.store.ledger import settle
+from ledgerflow.store.ledger import LockedSettlement, SettlementResult
 from ledgerflow.store.redis_projection import project
 
 
 def settle_batch(conn, redis_client, producer, messages: list[Message], context: AuditContext,
                  dead_letter_topic: str, *, projection_conn) -> BatchResult:
-    """Settle the batch's cleared and cleared-with-conditions transactions in message order, in one
-    database transaction, and dead-letter what cannot be processed; the follow-up writes the Redis
-    record of every transaction in the batch as the ledger records it (rejections from clearance
-    included), reading what this settlement did not decide on `projection_conn`: a connection of its own
-    when the follow-up runs beside the next batch (which has `conn` in a transaction by then)."""
+    """Dead-letter what cannot be processed and lock the batch's cleared and cleared-with-conditions
+    transactions on `conn`; the first follow-up settles them in message order and commits (one database
+    transaction from the lock on), the second writes the Redis record of every transaction in the batch
+    as the ledger records it (rejections from clearance included), reading what this settlement did not
+    decide on `projection_conn`.
+
+    The caller may take up the next batch while these follow-ups run, on another connection than `conn`
+    and `projection_conn`: its lock waits for no account, so it does not wait for this settlement unless
+    both batches hold the same transaction, and the next settlement reads its balances only after this
+    one has committed."""
     rejects: list[tuple[Message, str]] = []
     outcomes: dict[str, ClearedV1] = {}
     for message in messages:
@@ -28,13 +33,18 @@ def settle_batch(conn, redis_client, producer, messages: list[Message], context:
         else:
             outcomes.setdefault(decoded.transaction_id, decoded)
 
-    result = settle(conn, [i for i, o in outcomes.items() if o.status in SETTLEABLE], context)
-    settled = sum(isinstance(o, Settled) for o in result.outcomes)
+    dead_lettered = dead_letter(producer, dead_letter_topic, rejects)
+    locked = LockedSettlement(conn, [i for i, o in outcomes.items() if o.status in SETTLEABLE], context)
+    settlement: list[SettlementResult] = []  # the first follow-up's result, for the second
+
+    def apply_transfers() -> dict[str, int]:
+        settlement.append(result := locked.complete())
+        settled = sum(isinstance(o, Settled) for o in result.outcomes)
+        return {"settled": settled, "rejected_at_settlement": len(result.outcomes) - settled,
+                "already_done": len(result.not_settleable)}
 
     def write_records() -> dict[str, int]:
-        projected = project(projection_conn, redis_client, list(outcomes), result)
+        projected = project(projection_conn, redis_client, list(outcomes), settlement[0])
         return {"projected": projected.settled + projected.rejected}
 
-    return BatchResult({"settled": settled, "rejected_at_settlement": len(result.outcomes) - settled,
-                         "already_done": len(result.not_settleable),
-                         "dead_lettered": dead_letter(producer, dead_letter_topic, rejects)}, write_records)
+    return BatchResult({"dead_lettered": dead_lettered}, (apply_transfers, write_records))
