@@ -299,20 +299,28 @@ class _RecordingOperator(KafkaBatchOperator):
         return BatchResult({"applied": len(messages)}, (follow_up,))
 
 
-def test_a_batch_is_committed_only_once_its_follow_up_is_done(topics, producer):
-    publish(producer, topics["in"], ((None, f"m{i}".encode()) for i in range(35)))
+def _drain_until_redis_is_down(operator_class, topics, producer, messages: int):
+    """Publish `messages` messages and drain them in batches of 10 with `operator_class`, whose follow-ups
+    fail at some point; the operator, and how many messages its group left uncommitted."""
+    publish(producer, topics["in"], ((None, f"m{i}".encode()) for i in range(messages)))
     group_id = f"test-{uuid.uuid4().hex[:8]}"
-    operator = _RecordingOperator(task_id="drain", topic=topics["in"], group_id=group_id,
-                                  dead_letter_topic=topics["dlq"], kafka_config_id=topology.KAFKA_CONN_ID,
-                                  postgres_conn_id=topology.POSTGRES_CONN_ID, batch_size=10, idle_timeout=1)
-
+    operator = operator_class(task_id="drain", topic=topics["in"], group_id=group_id,
+                              dead_letter_topic=topics["dlq"], kafka_config_id=topology.KAFKA_CONN_ID,
+                              postgres_conn_id=topology.POSTGRES_CONN_ID, batch_size=10, idle_timeout=1)
     with pytest.raises(RuntimeError, match="Redis is down"):
         operator.execute({})
+    watcher = consumer_of(topics["in"], group_id)
+    try:
+        return operator, backlog(watcher, topics["in"])
+    finally:
+        watcher.close()
+
+
+def test_a_batch_is_committed_only_once_its_follow_up_is_done(topics, producer):
+    operator, uncommitted = _drain_until_redis_is_down(_RecordingOperator, topics, producer, 35)
 
     assert operator.followed_up == [10, 10]
-    watcher = consumer_of(topics["in"], group_id)
-    assert backlog(watcher, topics["in"]) == 15, "the batch whose follow-up failed, and the one after it, stay"
-    watcher.close()
+    assert uncommitted == 15, "the batch whose follow-up failed, and the one after it, stay"
 
 
 class _TwoStepOperator(KafkaBatchOperator):
@@ -339,21 +347,12 @@ class _TwoStepOperator(KafkaBatchOperator):
 
 
 def test_a_follow_up_runs_neither_past_a_failed_step_of_its_batch_nor_of_the_batch_before(topics, producer):
-    publish(producer, topics["in"], ((None, f"m{i}".encode()) for i in range(40)))
-    group_id = f"test-{uuid.uuid4().hex[:8]}"
-    operator = _TwoStepOperator(task_id="drain", topic=topics["in"], group_id=group_id,
-                                dead_letter_topic=topics["dlq"], kafka_config_id=topology.KAFKA_CONN_ID,
-                                postgres_conn_id=topology.POSTGRES_CONN_ID, batch_size=10, idle_timeout=1)
-
-    with pytest.raises(RuntimeError, match="Redis is down"):
-        operator.execute({})
+    operator, uncommitted = _drain_until_redis_is_down(_TwoStepOperator, topics, producer, 40)
 
     assert ("second", 0) in operator.ran and ("first", 1) in operator.ran
     assert not any(step == "second" and batch >= 1 for step, batch in operator.ran)
     assert operator.ran.index(("first", 1)) > operator.ran.index(("first", 0))
-    watcher = consumer_of(topics["in"], group_id)
-    assert backlog(watcher, topics["in"]) == 30, "only the first batch is committed"
-    watcher.close()
+    assert uncommitted == 30, "only the first batch is committed"
 
 
 def test_a_finished_batch_is_committed_as_soon_as_the_topic_is_quiet(topics, producer):
