@@ -249,6 +249,10 @@ wait_for() {
   done
 }
 
+redis_ready() {
+  [ "$(redis-cli -p "$LEDGERFLOW_REDIS_PORT" -a "$LEDGERFLOW_REDIS_PASSWORD" --no-auth-warning ping 2>/dev/null)" = PONG ]
+}
+
 start_program() {
   program_running "$1" && return
   supervisorctl start "$1" >/dev/null || die "$1 failed to start; see $LOG_DIR/$1.log"
@@ -322,7 +326,8 @@ start_services() {
   start_program services:redis
   start_program services:kafka
   wait_for PostgreSQL 60 pg_admin -d postgres -c 'SELECT 1'
-  wait_for Redis 30 redis-cli -p "$LEDGERFLOW_REDIS_PORT" -a "$LEDGERFLOW_REDIS_PASSWORD" --no-auth-warning ping
+  # Redis answers LOADING, not PONG, while it reads its append-only file back (48 s for a few million records)
+  wait_for Redis 600 redis_ready
   bootstrap_databases
   python "$STACK_DIR/migrate.py" --seed
   wait_for Kafka 120 port_open "$LEDGERFLOW_KAFKA_PORT"
