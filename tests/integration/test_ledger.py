@@ -1,10 +1,13 @@
 """Guarded transitions and atomic settlement against the real PostgreSQL."""
 
 import threading
+import time
 from decimal import Decimal
 
+import psycopg
 import pytest
 from airflow.providers.postgres.hooks.postgres import PostgresHook
+from psycopg.pq import TransactionStatus
 
 from ledgerflow.core.audit import AuditContext
 from ledgerflow.core.reasons import ReasonCode
@@ -75,6 +78,8 @@ def test_settlement_records_before_and_after_balances_postings_and_transitions(l
     assert (last.from_balance_before, last.from_balance_after) == (D("40.00"), D("0.00"))
     assert ledger.balances([source, destination]) == {source: D("0.00"), destination: D("105.00")}
     assert ledger.statuses(ids) == {ids[0]: "settled", ids[1]: "rejected", ids[2]: "settled"}
+    assert ledger.conn.execute("SELECT status_message FROM transactions WHERE transaction_id = %s",
+                               (ids[0],)).fetchone()[0] == f"settled 60.00 from {source} to {destination}"
     assert [row[:3] for row in ledger.audit(ids[1])] == [
         ("pending", "cleared", "CLEARED"), ("cleared", "rejected", "INSUFFICIENT_FUNDS_AT_SETTLEMENT")]
     assert ledger.reconciliation_gaps([source, destination]) == []
@@ -185,8 +190,7 @@ def test_a_transaction_in_two_overlapping_batches_settles_once(ledger):
     locking = threading.Thread(target=lambda: run_concurrently(
         [lambda conn: later.append(LockedSettlement(conn, [shared, new], AIRFLOW).complete())]))
     locking.start()
-    locking.join(timeout=1)
-    assert locking.is_alive(), "the later batch waits for the transaction the earlier one holds"
+    assert a_session_waits_for_a_lock(), "the later batch waits for the transaction the earlier one holds"
 
     earlier.complete()
     locking.join(timeout=30)
@@ -198,7 +202,24 @@ def test_a_transaction_in_two_overlapping_batches_settles_once(ledger):
     assert [len(ledger.audit(i)) for i in (shared, new)] == [2, 2]
 
 
-def test_an_abandoned_settlement_changes_nothing_and_releases_its_transactions(ledger):
+def a_session_waits_for_a_lock(seconds: float = 10) -> bool:
+    """Whether a session of this database waits for a lock within `seconds` (asked on a connection of
+    its own: a transaction sees pg_stat_activity as it was when it first looked)."""
+    conn = PostgresHook(postgres_conn_id="ledgerflow_postgres").get_conn()
+    conn.autocommit = True
+    try:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                            "AND wait_event_type = 'Lock'").fetchone()[0]:
+                return True
+            time.sleep(0.05)
+        return False
+    finally:
+        conn.close()
+
+
+def test_an_abandoned_settlement_releases_its_transactions(ledger):
     source, destination = ledger.accounts("100.00", "0.00")
     ids = ledger.transactions((source, destination, "30.00"), status="cleared")
     LockedSettlement(ledger.conn, ids, AIRFLOW).abandon()
@@ -206,6 +227,24 @@ def test_an_abandoned_settlement_changes_nothing_and_releases_its_transactions(l
     # on another connection, which would wait for a lock the abandoned settlement kept
     run_concurrently([lambda conn: (conn.execute("SET lock_timeout = '5s'"), settle(conn, ids, AIRFLOW))])
 
+    assert ledger.balances([source, destination]) == {source: D("70.00"), destination: D("30.00")}
+
+
+def test_a_settlement_that_fails_after_writing_balances_leaves_nothing_and_nothing_locked(ledger):
+    source, destination = ledger.accounts("100.00", "0.00")
+    ids = ledger.transactions((source, destination, "30.00"), status="cleared")
+    locked = LockedSettlement(ledger.conn, ids, AIRFLOW)
+    # a posting already there makes the journal's unique key refuse the settlement's, after the balances
+    ledger.conn.execute("INSERT INTO journal_postings (transaction_id, account_number, direction, amount, "
+                        "balance_after) VALUES (%s, %s, 'DEBIT', 30.00, 70.00)", (ids[0], source))
+
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        locked.complete()
+
+    assert ledger.conn.info.transaction_status == TransactionStatus.IDLE
+    assert ledger.balances([source, destination]) == {source: D("100.00"), destination: D("0.00")}
+    assert ledger.statuses(ids) == {ids[0]: "cleared"}
+    settle(ledger.conn, ids, AIRFLOW)
     assert ledger.balances([source, destination]) == {source: D("70.00"), destination: D("30.00")}
 
 

@@ -5,6 +5,8 @@ on their way to the dead-letter topic while the rest of the batch goes on."""
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import partial
+from types import SimpleNamespace
 
 import pytest
 from airflow.providers.apache.kafka.hooks.client import KafkaAdminClientHook
@@ -19,6 +21,7 @@ from ledgerflow.core.reasons import ReasonCode
 from ledgerflow.core.rules import risk_score
 from ledgerflow.core.states import Status
 from ledgerflow.operators.batches import KafkaBatchOperator
+from ledgerflow.operators.settle import SettleTransactionsOperator
 from ledgerflow.pipeline import BatchResult
 from ledgerflow.pipeline.clear import clear_batch
 from ledgerflow.pipeline.produce import produce_window
@@ -215,6 +218,39 @@ def test_settle_dead_letters_a_bad_outcome_and_settles_the_rest(topics, producer
     assert redis_client.hget(f"settlement:{cleared}", "from_balance_after") == b"900.00"
 
 
+def test_settle_drains_batch_after_batch_on_its_connections_in_turn_and_settles_a_redelivery_once(
+        topics, producer, ledger):
+    """Batches of 2: each batch's transactions are locked while the one before settles, on connections
+    taken in turn; a transaction delivered again in a later batch is settled once."""
+    source, destination = ledger.accounts("1000.00", "0.00")
+    ids = ledger.transactions(*[(source, destination, "10.00")] * 7, status="cleared")
+    customer = Customer(ledger.customer, "Test Customer", "LOW")
+    outcome = {i: encode(ClearedV1(
+        transaction_id=i, status=Status.CLEARED, reason_code=ReasonCode.CLEARED, reason="", amount=Decimal("10.00"),
+        from_account=source, to_account=destination, risk_score=0, from_customer=customer, to_customer=customer,
+        available_balance=None, cleared_at=datetime.now(UTC))) for i in ids}
+    publish(producer, topics["in"], [(source.encode(), outcome[i]) for i in [*ids, ids[2]]])
+    group_id = f"test-{uuid.uuid4().hex[:8]}"
+    operator = SettleTransactionsOperator(
+        task_id="settle", topic=topics["in"], group_id=group_id, dead_letter_topic=topics["dlq"],
+        kafka_config_id=topology.KAFKA_CONN_ID, postgres_conn_id=topology.POSTGRES_CONN_ID,
+        redis_conn_id=topology.REDIS_CONN_ID, batch_size=2, idle_timeout=1)
+    ti = SimpleNamespace(dag_id="tests", run_id="test_settle_drains", task_id="settle", try_number=1, map_index=-1)
+
+    summary = operator.execute({"ti": ti})
+
+    assert (summary["batches"], summary["settled"], summary["already_done"], summary["projected"]) == (4, 7, 1, 8)
+    assert ledger.balances([source, destination]) == {source: Decimal("930.00"), destination: Decimal("70.00")}
+    assert ledger.reconciliation_gaps([source, destination]) == []
+    assert [len(ledger.audit(i)) for i in ids] == [2] * 7
+    redis_client = RedisHook(redis_conn_id=topology.REDIS_CONN_ID).get_conn()
+    assert [redis_client.hget(f"settlement:{i}", "from_balance_after") for i in ids] == [
+        f"{990 - 10 * n}.00".encode() for n in range(7)]
+    watcher = consumer_of(topics["in"], group_id)
+    assert backlog(watcher, topics["in"]) == 0
+    watcher.close()
+
+
 def test_the_redis_records_of_a_settlement_are_those_the_ledger_rebuilds(ledger):
     """settle writes the records of what it just decided from its own result; a redelivery rewrites them
     from the ledger. Both must write the same hashes, field for field."""
@@ -324,34 +360,38 @@ def test_a_batch_is_committed_only_once_its_follow_up_is_done(topics, producer):
 
 
 class _TwoStepOperator(KafkaBatchOperator):
-    """Applies nothing; each batch has two follow-ups that record what they ran; the second fails on the
-    second batch."""
+    """Applies nothing; each batch has two follow-ups that record what they ran, and `failing` fails on
+    the second batch; records which batches were abandoned."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, *, failing: str, **kwargs):
         super().__init__(**kwargs)
+        self.failing = failing
         self.ran: list[tuple[str, int]] = []
+        self.abandoned: list[int] = []
 
     def process_batch(self, conn, producer, messages, context):
         batch = int(messages[0].value().decode()[1:]) // 10
 
-        def first():
-            self.ran.append(("first", batch))
-            return {}
-
-        def second():
-            if batch == 1:
-                raise RuntimeError("Redis is down")
-            self.ran.append(("second", batch))
-            return {}
-        return BatchResult({}, (first, second))
+        def step(name):
+            def run():
+                if (name, batch) == (self.failing, 1):
+                    raise RuntimeError("Redis is down")
+                self.ran.append((name, batch))
+                return {}
+            return run
+        return BatchResult({}, (step("first"), step("second")), abandon=lambda: self.abandoned.append(batch))
 
 
-def test_a_follow_up_runs_neither_past_a_failed_step_of_its_batch_nor_of_the_batch_before(topics, producer):
-    operator, uncommitted = _drain_until_redis_is_down(_TwoStepOperator, topics, producer, 40)
+@pytest.mark.parametrize("failing", ["first", "second"])
+def test_a_follow_up_runs_neither_past_a_failed_step_of_its_batch_nor_of_the_batch_before(topics, producer,
+                                                                                         failing):
+    operator, uncommitted = _drain_until_redis_is_down(
+        partial(_TwoStepOperator, failing=failing), topics, producer, 40)
 
-    assert ("second", 0) in operator.ran and ("first", 1) in operator.ran
-    assert not any(step == "second" and batch >= 1 for step, batch in operator.ran)
-    assert operator.ran.index(("first", 1)) > operator.ran.index(("first", 0))
+    assert ("first", 0) in operator.ran and ("second", 0) in operator.ran
+    assert ("second", 1) not in operator.ran, "not past the batch's failed first step"
+    assert not any(step == failing and batch >= 2 for step, batch in operator.ran), "not past the failed batch"
+    assert 0 not in operator.abandoned and 1 in operator.abandoned, "what was not completed was released"
     assert uncommitted == 30, "only the first batch is committed"
 
 

@@ -10,13 +10,13 @@ Redis and Python work at the same time. Each follow-up thread runs its batches i
 follow-up runs only once the batch's earlier follow-up and the previous batch's same follow-up have
 succeeded. A batch's offsets are committed only once all its follow-ups are done, and in order.
 
-With `batches_in_flight` = 1, batch N+2 is taken up only once batch N is done, so a step can alternate
-two connections between batches: the task's thread never uses the one a follow-up still uses."""
+Batch N + batches_in_flight + 1 is taken up only once batch N is done, so a step can take
+batches_in_flight + 1 connections in turn: the task's thread never uses one a follow-up still uses."""
 
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack
 
 from airflow.sdk import BaseOperator
@@ -54,15 +54,22 @@ class KafkaBatchOperator(BaseOperator):
         consumer = LedgerflowConsumerHook([self.topic], self.group_id, self.kafka_config_id).get_consumer()
         totals: Counter = Counter()
         first_message_at = last_commit_at = None
-        in_flight: deque[tuple[list[Future], list]] = deque()  # batches whose follow-ups run, oldest first
+        in_flight: deque[tuple[list[Future], list, BatchResult]] = deque()  # batches not done, oldest first
 
         def complete_oldest() -> None:
             """Wait for the oldest batch's follow-ups, then commit it; raises what a follow-up raised,
             leaving that batch uncommitted."""
             nonlocal last_commit_at
-            follow_ups, messages = in_flight.popleft()
-            for follow_up in follow_ups:
-                totals.update(follow_up.result())
+            follow_ups, messages, applied = in_flight.popleft()
+            try:
+                for follow_up in follow_ups:
+                    totals.update(follow_up.result())
+            except BaseException:
+                for follow_up in follow_ups:
+                    follow_up.cancel()
+                wait(follow_ups)
+                applied.abandon()
+                raise
             commit(consumer, messages)
             last_commit_at = time.monotonic()
 
@@ -81,15 +88,23 @@ class KafkaBatchOperator(BaseOperator):
                         applied = self.process_batch(conn, producer, messages, context)
                         totals.update(applied.counts)
                         totals.update(batches=1, messages=len(messages))
-                        in_flight.append((follow_up_threads.start(applied.follow_ups), messages))
+                        in_flight.append((follow_up_threads.start(applied.follow_ups), messages, applied))
                         while len(in_flight) > self.batches_in_flight:
                             complete_oldest()
                     complete_all()
                 finally:
-                    for follow_ups, _ in in_flight:  # abandoned because the task failed: say how they ended
+                    # The task failed: what has not started will not, what runs ends (its batch stays
+                    # uncommitted and is redelivered), and what the task's thread took up is released.
+                    for follow_ups, _, _ in in_flight:
                         for follow_up in follow_ups:
-                            if not isinstance(error := follow_up.exception(), (type(None), EarlierFollowUpFailed)):
-                                self.log.error("a follow-up of a later batch failed too: %r", error)
+                            follow_up.cancel()
+                    for follow_ups, _, applied in in_flight:
+                        wait(follow_ups)
+                        applied.abandon()
+                        for follow_up in follow_ups:
+                            if not follow_up.cancelled() and not isinstance(
+                                    error := follow_up.exception(), (type(None), EarlierFollowUpFailed)):
+                                self.log.error("a follow-up of an uncommitted batch failed too: %r", error)
         finally:
             consumer.close()
             conn.close()

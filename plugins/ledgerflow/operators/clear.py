@@ -10,7 +10,7 @@ from ledgerflow.pipeline.clear import clear_batch
 
 class ClearTransactionsOperator(KafkaBatchOperator):
     template_fields = (*KafkaBatchOperator.template_fields, "outcome_topic", "rules_path")
-    # deciding a batch reads only: it need not wait for the batch before the previous one to be published
+    # deciding a batch only reads: it may go ahead of the two batches before it being recorded and published
     batches_in_flight = 2
 
     def __init__(self, *, outcome_topic: str, rules_path: str = str(DEFAULT_RULES_PATH), **kwargs):

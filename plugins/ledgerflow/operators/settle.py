@@ -17,21 +17,23 @@ class SettleTransactionsOperator(KafkaBatchOperator):
 
     def execute(self, context: Context) -> dict:
         self.redis = RedisHook(redis_conn_id=self.redis_conn_id).get_conn()
-        # A batch's transactions are locked on one connection while the previous batch settles on the
-        # other; the Redis records are written in a thread of their own, with a connection of their own.
-        self.spare_conn = postgres_connection(self.postgres_conn_id)
+        # A batch's transactions are locked on one connection while the batches in flight settle on
+        # others; the Redis records are written in a thread of their own, with a connection of their own.
+        self.spare_conns = [postgres_connection(self.postgres_conn_id) for _ in range(self.batches_in_flight)]
         self.batches_taken = 0
         self.projection_conn = postgres_connection(self.postgres_conn_id)
         try:
             return super().execute(context)
         finally:
             self.projection_conn.close()
-            self.spare_conn.close()
+            for spare in self.spare_conns:
+                spare.close()
 
     def process_batch(self, conn, producer, messages, context):
-        # with one batch in flight, the loop takes up a batch only once the batch before the previous one
-        # is done, so of two connections taken in turn, this one is free
-        settlement_conn = (conn, self.spare_conn)[self.batches_taken % 2]
+        # the loop takes up a batch only once all but `batches_in_flight` batches are done, so of one
+        # more connection than that, taken in turn, this one is free
+        connections = [conn, *self.spare_conns]
+        settlement_conn = connections[self.batches_taken % len(connections)]
         self.batches_taken += 1
         return settle_batch(settlement_conn, self.redis, producer, messages, audit_context(context),
                             self.dead_letter_topic, projection_conn=self.projection_conn)

@@ -50,8 +50,8 @@ def clear_batch(conn, producer, messages: list[Message], rules: RulesConfig, con
 
     The follow-ups run beside the deciding of the next batch, so Python decides one batch while the
     database records the one before and the broker takes the outcomes of the one before that:
-    `recording_conn` is a connection of its own then. Deciding on a state that the previous batch's
-    recording has not committed yet is safe: a transaction in both batches is pending in both readings,
+    `recording_conn` is a connection of its own then. Deciding on a state that earlier batches'
+    recordings have not committed yet is safe: a transaction in two batches is pending in both readings,
     and the guarded transition of the later one finds it decided and reports a duplicate, as a
     redelivered message always does; its recorded outcome is republished, so a lost downstream message
     heals on re-drive."""

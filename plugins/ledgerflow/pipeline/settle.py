@@ -47,4 +47,4 @@ def settle_batch(conn, redis_client, producer, messages: list[Message], context:
         projected = project(projection_conn, redis_client, list(outcomes), settlement[0])
         return {"projected": projected.settled + projected.rejected}
 
-    return BatchResult({"dead_lettered": dead_lettered}, (apply_transfers, write_records))
+    return BatchResult({"dead_lettered": dead_lettered}, (apply_transfers, write_records), abandon=locked.abandon)

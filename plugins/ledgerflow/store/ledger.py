@@ -12,6 +12,7 @@ from datetime import datetime
 from decimal import Decimal
 
 import msgspec
+from psycopg.pq import TransactionStatus
 
 from ledgerflow.core.audit import AuditContext
 from ledgerflow.core.reasons import ReasonCode
@@ -155,12 +156,22 @@ class LockedSettlement:
     locked and read. complete() settles them and commits; abandon() rolls back. A caller may lock the next
     batch on a second connection while this one completes: the accounts, and so the balances each batch
     starts from, are locked and read only in complete(), so batches completed in order apply their
-    transfers in order, whichever locked its transactions first."""
+    transfers in order, whichever locked its transactions first. complete() waits for no transaction
+    row, only for accounts: a later batch's lock may wait for this settlement (a transaction in both),
+    never the other way round, so the two cannot deadlock, even though PostgreSQL could not see such a
+    wait through the caller's threads.
+
+    The rows' timestamps (status_changed_at, posted_at, the audit's changed_at) are the database
+    transaction's start, so the moment the batch was locked: up to one settlement earlier than its commit."""
 
     def __init__(self, conn, transaction_ids: Iterable[str], context: AuditContext):
+        if conn.info.transaction_status != TransactionStatus.IDLE:
+            raise RuntimeError("a settlement needs a connection of its own: this one is in a transaction")
         self.conn = conn
         self.ordered_ids = list(dict.fromkeys(transaction_ids))
-        conn.execute("BEGIN")
+        self.open = True
+        # read committed: complete() must read the balances the previous settlement committed meanwhile
+        conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
         try:
             with conn.cursor() as cursor:
                 _set_audit_context(cursor, context)
@@ -177,20 +188,29 @@ class LockedSettlement:
             raise
 
     def abandon(self) -> None:
-        self.conn.execute("ROLLBACK")
+        """Roll back, unless the settlement is over (completed or abandoned): nothing of it stays."""
+        if self.open:
+            self.open = False
+            self.conn.execute("ROLLBACK")
 
     def complete(self) -> SettlementResult:
         """Lock the accounts in a fixed order, apply each transfer as the database records it (the message
         only says which and in what order), write balances, journal postings and the settled/rejected
         transitions, and commit. A transaction that is not cleared (or cleared with conditions) any more
         is skipped, so a replayed batch settles nothing twice."""
+        if not self.open:
+            raise RuntimeError("this settlement is over")
         try:
             result = self._apply()
+            with self.conn.cursor() as cursor:
+                cursor.execute("COMMIT")
+                if cursor.statusmessage != "COMMIT":  # PostgreSQL answers ROLLBACK for a failed transaction
+                    raise RuntimeError(f"the settlement did not commit: {cursor.statusmessage}")
         except BaseException:
             with suppress(Exception):  # the error that got here is the one to report
                 self.abandon()
             raise
-        self.conn.execute("COMMIT")
+        self.open = False
         return result
 
     def _apply(self) -> SettlementResult:
@@ -222,8 +242,8 @@ class LockedSettlement:
                 raise RuntimeError(f"marked {cursor.rowcount} of {len(settled)} transactions settled")
             refusals = {o.transfer.transaction_id: _refusal(o, statuses[o.transfer.transaction_id])
                         for o in outcomes if isinstance(o, Refused)}
-            if refusals:
-                _apply_status_changes(cursor, list(refusals.values()))
+            if refusals and _apply_status_changes(cursor, list(refusals.values())).duplicates:
+                raise RuntimeError("a refused transfer's transaction changed under its lock")
         return SettlementResult(outcomes, not_settleable,
                                 {t.transaction_id: statuses[t.transaction_id] for t in settleable}, refusals,
                                 {t.transaction_id: self.risk_scores[t.transaction_id] for t in settleable},
