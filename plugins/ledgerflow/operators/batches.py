@@ -16,7 +16,7 @@ batches_in_flight + 1 connections in turn: the task's thread never uses one a fo
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack
 
 from airflow.sdk import BaseOperator
@@ -149,6 +149,10 @@ def _run_after(earlier: list[Future], follow_up: Callable[[], dict[str, int]]) -
     """Run `follow_up` once the follow-ups it comes after have succeeded: a batch is never completed past
     a step that failed, nor a step run for a batch after it failed for the one before."""
     for future in earlier:
-        if future.exception() is not None:
-            raise EarlierFollowUpFailed("not run: a follow-up it comes after failed") from future.exception()
+        try:
+            error = future.exception()
+        except CancelledError:
+            raise EarlierFollowUpFailed("not run: a follow-up it comes after was cancelled") from None
+        if error is not None:
+            raise EarlierFollowUpFailed("not run: a follow-up it comes after failed") from error
     return follow_up()
