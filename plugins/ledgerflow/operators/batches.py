@@ -13,6 +13,7 @@ succeeded. A batch's offsets are committed only once all its follow-ups are done
 Batch N + batches_in_flight + 1 is taken up only once batch N is done, so a step can take
 batches_in_flight + 1 connections in turn: the task's thread never uses one a follow-up still uses."""
 
+import sys
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
@@ -58,18 +59,12 @@ class KafkaBatchOperator(BaseOperator):
 
         def complete_oldest() -> None:
             """Wait for the oldest batch's follow-ups, then commit it; raises what a follow-up raised,
-            leaving that batch uncommitted."""
+            leaving that batch in flight, uncommitted, for the clean-up below."""
             nonlocal last_commit_at
-            follow_ups, messages, applied = in_flight.popleft()
-            try:
-                for follow_up in follow_ups:
-                    totals.update(follow_up.result())
-            except BaseException:
-                for follow_up in follow_ups:
-                    follow_up.cancel()
-                wait(follow_ups)
-                applied.abandon()
-                raise
+            follow_ups, messages, _ = in_flight[0]
+            for follow_up in follow_ups:
+                totals.update(follow_up.result())
+            in_flight.popleft()
             commit(consumer, messages)
             last_commit_at = time.monotonic()
 
@@ -95,6 +90,7 @@ class KafkaBatchOperator(BaseOperator):
                 finally:
                     # The task failed: what has not started will not, what runs ends (its batch stays
                     # uncommitted and is redelivered), and what the task's thread took up is released.
+                    failure = sys.exception()
                     for follow_ups, _, _ in in_flight:
                         for follow_up in follow_ups:
                             follow_up.cancel()
@@ -102,8 +98,8 @@ class KafkaBatchOperator(BaseOperator):
                         wait(follow_ups)
                         applied.abandon()
                         for follow_up in follow_ups:
-                            if not follow_up.cancelled() and not isinstance(
-                                    error := follow_up.exception(), (type(None), EarlierFollowUpFailed)):
+                            error = None if follow_up.cancelled() else follow_up.exception()
+                            if error not in (None, failure) and not isinstance(error, EarlierFollowUpFailed):
                                 self.log.error("a follow-up of an uncommitted batch failed too: %r", error)
         finally:
             consumer.close()
@@ -124,7 +120,7 @@ class _FollowUpThreads(ExitStack):
     def __init__(self):
         super().__init__()
         self.threads: list[ThreadPoolExecutor] = []
-        self.last_started: list[Future | None] = []  # by thread, the follow-up it was given last
+        self.last_started: list[Future] = []  # by thread, the follow-up it was given last
 
     def start(self, follow_ups: Sequence[Callable[[], dict[str, int]]]) -> list[Future]:
         started: list[Future] = []
@@ -135,9 +131,8 @@ class _FollowUpThreads(ExitStack):
             else:
                 self.threads.append(self.enter_context(
                     ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"follow-up-{i}")))
-                self.last_started.append(None)
             started.append(self.threads[i].submit(_run_after, earlier, follow_up))
-            self.last_started[i] = started[-1]
+        self.last_started[:len(started)] = started
         return started
 
 
