@@ -5,8 +5,8 @@ each unit of work in one database transaction. The database audits every status 
 (trigger on transactions); these functions only name the actor, via AuditContext.
 """
 
-from collections.abc import Iterable, Sequence
-from contextlib import suppress
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -172,16 +172,20 @@ class LockedSettlement:
         self.open = True
         # read committed: complete() must read the balances the previous settlement committed meanwhile
         conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
+        with self._rolled_back_on_error(), conn.cursor() as cursor:
+            _set_audit_context(cursor, context)
+            cursor.execute(LOCK_TRANSACTIONS, (self.ordered_ids,))
+            self.statuses, self.recorded, self.risk_scores, self.settled_at = {}, {}, {}, None
+            for transaction_id, status, from_account, to_account, amount, risk_score, self.settled_at \
+                    in cursor.fetchall():
+                self.statuses[transaction_id] = Status(status)
+                self.recorded[transaction_id] = Transfer(transaction_id, from_account, to_account, amount)
+                self.risk_scores[transaction_id] = risk_score
+
+    @contextmanager
+    def _rolled_back_on_error(self) -> Iterator[None]:
         try:
-            with conn.cursor() as cursor:
-                _set_audit_context(cursor, context)
-                cursor.execute(LOCK_TRANSACTIONS, (self.ordered_ids,))
-                self.statuses, self.recorded, self.risk_scores, self.settled_at = {}, {}, {}, None
-                for transaction_id, status, from_account, to_account, amount, risk_score, self.settled_at \
-                        in cursor.fetchall():
-                    self.statuses[transaction_id] = Status(status)
-                    self.recorded[transaction_id] = Transfer(transaction_id, from_account, to_account, amount)
-                    self.risk_scores[transaction_id] = risk_score
+            yield
         except BaseException:
             with suppress(Exception):  # the error that got here is the one to report
                 self.abandon()
@@ -200,50 +204,43 @@ class LockedSettlement:
         is skipped, so a replayed batch settles nothing twice."""
         if not self.open:
             raise RuntimeError("this settlement is over")
-        try:
-            result = self._apply()
-            with self.conn.cursor() as cursor:
-                cursor.execute("COMMIT")
-                if cursor.statusmessage != "COMMIT":  # PostgreSQL answers ROLLBACK for a failed transaction
-                    raise RuntimeError(f"the settlement did not commit: {cursor.statusmessage}")
-        except BaseException:
-            with suppress(Exception):  # the error that got here is the one to report
-                self.abandon()
-            raise
+        with self._rolled_back_on_error(), self.conn.cursor() as cursor:
+            result = self._apply(cursor)
+            cursor.execute("COMMIT")
+            if cursor.statusmessage != "COMMIT":  # PostgreSQL answers ROLLBACK for a failed transaction
+                raise RuntimeError(f"the settlement did not commit: {cursor.statusmessage}")
         self.open = False
         return result
 
-    def _apply(self) -> SettlementResult:
+    def _apply(self, cursor) -> SettlementResult:
         statuses, ordered_ids = self.statuses, self.ordered_ids
         settleable = [self.recorded[i] for i in ordered_ids if statuses.get(i) in SETTLEABLE]
         not_settleable = {i: str(statuses.get(i, "unknown")) for i in ordered_ids if statuses.get(i) not in SETTLEABLE}
         if not settleable:
             return SettlementResult([], not_settleable, {}, {}, {}, self.settled_at)
-        with self.conn.cursor() as cursor:
-            cursor.execute(LOCK_ACCOUNTS, (sorted({n for t in settleable for n in (t.from_account, t.to_account)}),))
-            balances = dict(cursor.fetchall())
-            opening = dict(balances)
-            outcomes = settle_in_order(balances, settleable)
+        cursor.execute(LOCK_ACCOUNTS, (sorted({n for t in settleable for n in (t.from_account, t.to_account)}),))
+        balances = dict(cursor.fetchall())
+        opening = dict(balances)
+        outcomes = settle_in_order(balances, settleable)
 
-            changed = [number for number, balance in balances.items() if balance != opening[number]]
-            cursor.execute(UPDATE_BALANCES, (changed, [balances[number] for number in changed]))
-            settled = [o.transfer.transaction_id for o in outcomes if isinstance(o, Settled)]
-            with cursor.copy(COPY_POSTINGS) as copy:
-                for o in outcomes:
-                    if isinstance(o, Settled):
-                        transfer = o.transfer
-                        copy.write_row((transfer.transaction_id, transfer.from_account, "DEBIT", transfer.amount,
-                                        o.from_balance_after))
-                        copy.write_row((transfer.transaction_id, transfer.to_account, "CREDIT", transfer.amount,
-                                        o.to_balance_after))
-            cursor.execute(MARK_SETTLED, (Status.SETTLED.value, ReasonCode.SETTLED.value, settled,
-                                          [status.value for status in SETTLEABLE]))
-            if cursor.rowcount != len(settled):  # the rows are locked: only a broken invariant gets here
-                raise RuntimeError(f"marked {cursor.rowcount} of {len(settled)} transactions settled")
-            refusals = {o.transfer.transaction_id: _refusal(o, statuses[o.transfer.transaction_id])
-                        for o in outcomes if isinstance(o, Refused)}
-            if refusals and _apply_status_changes(cursor, list(refusals.values())).duplicates:
-                raise RuntimeError("a refused transfer's transaction changed under its lock")
+        changed = [number for number, balance in balances.items() if balance != opening[number]]
+        cursor.execute(UPDATE_BALANCES, (changed, [balances[number] for number in changed]))
+        settled = [o for o in outcomes if isinstance(o, Settled)]
+        with cursor.copy(COPY_POSTINGS) as copy:
+            for o in settled:
+                transfer = o.transfer
+                copy.write_row((transfer.transaction_id, transfer.from_account, "DEBIT", transfer.amount,
+                                o.from_balance_after))
+                copy.write_row((transfer.transaction_id, transfer.to_account, "CREDIT", transfer.amount,
+                                o.to_balance_after))
+        cursor.execute(MARK_SETTLED, (Status.SETTLED.value, ReasonCode.SETTLED.value,
+                                      [o.transfer.transaction_id for o in settled], [s.value for s in SETTLEABLE]))
+        if cursor.rowcount != len(settled):  # the rows are locked: only a broken invariant gets here
+            raise RuntimeError(f"marked {cursor.rowcount} of {len(settled)} transactions settled")
+        refusals = {o.transfer.transaction_id: _refusal(o, statuses[o.transfer.transaction_id])
+                    for o in outcomes if isinstance(o, Refused)}
+        if refusals and _apply_status_changes(cursor, list(refusals.values())).duplicates:
+            raise RuntimeError("a refused transfer's transaction changed under its lock")
         return SettlementResult(outcomes, not_settleable,
                                 {t.transaction_id: statuses[t.transaction_id] for t in settleable}, refusals,
                                 {t.transaction_id: self.risk_scores[t.transaction_id] for t in settleable},
