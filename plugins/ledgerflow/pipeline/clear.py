@@ -84,7 +84,7 @@ def clear_batch(conn, producer, messages: list[Message], rules: RulesConfig, con
     changes = [StatusChange(d.transaction_id, Status.PENDING, d.status, d.reason_code, d.message,
                             risk_score=m.risk_score, available_balance=d.available_balance)
                for d, m in zip(decisions, pending)]
-    recording: list = []  # what the first follow-up recorded, for the second to publish
+    recording: list[tuple] = []  # the first follow-up's (applied ids, changed_at, re-read rows), for the second
 
     def record() -> dict[str, int]:
         result = transition(recording_conn, changes, context)
@@ -92,16 +92,15 @@ def clear_batch(conn, producer, messages: list[Message], rules: RulesConfig, con
         applied = set(result.applied)
         rest = [i for i in batch if i not in applied]
         reread = recording_conn.execute(SELECT_TRANSACTIONS, (rest,)).fetchall() if rest else []
-        recording.extend((result, reread))
+        recording.append((applied, result.changed_at, reread))
         return {"decided": len(result.applied), "duplicates": len(batch) - len(result.applied)}
 
     def publish_outcomes() -> dict[str, int]:
-        result, reread = recording
+        applied, changed_at, reread = recording[0]
         # What the ledger now records: the decisions just applied as they were written, the rest re-read.
-        applied = set(result.applied)
         recorded = {d.transaction_id: (d.transaction_id, d.status.value, *rows[d.transaction_id][2:5],
                                        d.reason_code.value, d.message, m.risk_score, d.available_balance,
-                                       result.changed_at)
+                                       changed_at)
                     for d, m in zip(decisions, pending) if d.transaction_id in applied}
         recorded.update((row[0], row) for row in reread)
         outcomes = (_outcome(message, recorded[i]) for i, message in batch.items()
