@@ -18,6 +18,7 @@ Run from the repository root (`make bench` does).
 """
 
 import argparse
+import os
 import random
 import statistics
 import sys
@@ -30,6 +31,7 @@ from decimal import Decimal
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 
 from include.airflow_control import AirflowApi, run_dag
+from include.bench.cpu import CpuMeter
 from include.generate_transactions import create_accounts, insert, transfers
 from ledgerflow import topology
 from ledgerflow.store.kafka import group_backlog
@@ -177,12 +179,16 @@ def end_to_end(api, conn, args) -> None:
     def body():
         load = Load(conn, args.count, args.accounts, args.hot)
         started = datetime.now(UTC)
-        last_insert = load.insert()
-        load.wait_until_terminal(args.timeout)
+        with CpuMeter(os.environ["LEDGERFLOW_AIRFLOW_DB_NAME"]) as meter:
+            before_inserts = meter.mark()
+            last_insert = load.insert()
+            load.wait_until_terminal(args.timeout)
+            cpu = meter.since(before_inserts)
         seconds = load.last_terminal_at() - last_insert
         print(f"\nend to end with the scheduler: {args.count:,} transactions across {args.accounts:,} accounts "
               f"({load.outcome()})")
         print(f"last insert to last terminal status: {seconds:.1f} s, {args.count / seconds:,.0f} tx/s")
+        print(f"first insert to last terminal status, the inserts included: {cpu.per_transaction(args.count)}")
         finish_running_tasks(api)
         print_stage_table("the scheduler's task runs meanwhile", scheduled_summaries(api, started))
     with_dags(api, unpaused=True, body=body)
