@@ -21,10 +21,14 @@ def component(cmdline: str, airflow_database: str) -> str:
     if not cmdline:  # a kernel thread: page reclaim, writeback, memory monitoring
         return "kernel"
     if cmdline.startswith("postgres:"):
-        # a backend is "postgres: <user> <database> <client> <state>"; Airflow's metadata work is Airflow's
+        # A backend is "postgres: <user> <database> <client> <state>", the client "host(port)" or "[local]";
+        # Airflow's metadata work is Airflow's. The rest (autovacuum, WAL writer, checkpointer, background
+        # writer) catches up on what the backends wrote, often after they are done.
         fields = cmdline.split()
-        return "Airflow" if len(fields) > 2 and fields[2] == airflow_database else "PostgreSQL"
-    if cmdline.startswith(("airflow worker --", "airflow executor --")):
+        if len(fields) > 3 and (fields[3].endswith(")") or fields[3] == "[local]"):
+            return "Airflow" if fields[2] == airflow_database else "PostgreSQL"
+        return "PostgreSQL upkeep"
+    if cmdline.startswith("airflow worker --"):  # a task, or the executor process supervising one
         return "tasks"
     if cmdline.startswith("java") and "kafka.Kafka" in cmdline.split():
         return "Kafka"
@@ -71,12 +75,20 @@ class CpuUse:
                 f"the {self.cores} cores were {self.busy:.0%} busy")
 
 
+@dataclass
+class _Process:
+    first_sample: int  # the sample it was first seen in
+    ticks: int  # CPU ticks as last sampled
+    cmdline: str
+
+
 class CpuMeter:
     """with CpuMeter(airflow_database) as meter: start = meter.mark(); ...; use = meter.since(start)"""
 
     def __init__(self, airflow_database: str, interval: float = 0.5):
         self.airflow_database, self.interval = airflow_database, interval
-        self.last_seen: dict[int, tuple[int, str]] = {}  # every process sampled so far, as last sampled
+        self.processes: dict[int, _Process] = {}  # every process sampled so far, as last sampled
+        self.samples = 0
         self.lock = threading.Lock()
         self.stopped = threading.Event()
         self.sampler = threading.Thread(target=self._sample_until_stopped, name="cpu-meter", daemon=True)
@@ -89,31 +101,39 @@ class CpuMeter:
         self.stopped.set()
         self.sampler.join()
 
-    def _sample(self) -> dict[int, tuple[int, str]]:
-        processes = _process_ticks()
+    def _sample(self) -> tuple[int, dict[int, int]]:
+        current = _process_ticks()
         with self.lock:
-            self.last_seen.update(processes)
-        return processes
+            self.samples += 1
+            for pid, (ticks, cmdline) in current.items():
+                known = self.processes.get(pid)
+                if known is None or ticks < known.ticks:  # new, or a new process under an ended one's pid
+                    self.processes[pid] = _Process(self.samples, ticks, cmdline)
+                else:
+                    known.ticks, known.cmdline = ticks, cmdline
+            return self.samples, {pid: ticks for pid, (ticks, _) in current.items()}
 
     def _sample_until_stopped(self) -> None:
         while not self.stopped.wait(self.interval):
             self._sample()
 
-    def mark(self) -> tuple[dict[int, tuple[int, str]], tuple[int, int]]:
-        return self._sample(), _machine_ticks()
+    def mark(self) -> tuple[int, dict[int, int], tuple[int, int]]:
+        return *self._sample(), _machine_ticks()
 
     def since(self, start) -> CpuUse:
         """CPU used by each component from the `start` mark to now."""
-        (before, (busy_before, total_before)), (_, (busy_now, total_now)) = start, self.mark()
-        with self.lock:
-            last_seen = dict(self.last_seen)
+        (start_sample, ticks_at_start, (busy_before, total_before)), (_, _, (busy_now, total_now)) = start, self.mark()
         seconds: Counter = Counter()
         own = os.getpid()
-        for pid, (ticks, cmdline) in last_seen.items():
-            ticks_before = before[pid][0] if pid in before else 0
-            if ticks < ticks_before:  # the pid of a process that ended, reused by a new one
-                ticks_before = 0
-            name = "benchmark" if pid == own else component(cmdline, self.airflow_database)
-            seconds[name] += (ticks - ticks_before) / TICKS_PER_SECOND
+        with self.lock:
+            for pid, process in self.processes.items():
+                if process.first_sample > start_sample:  # started within the window
+                    ticks = process.ticks
+                elif pid in ticks_at_start:  # ran when the window started
+                    ticks = process.ticks - ticks_at_start[pid]
+                else:  # ended before it
+                    continue
+                name = "benchmark" if pid == own else component(process.cmdline, self.airflow_database)
+                seconds[name] += ticks / TICKS_PER_SECOND
         return CpuUse({name: s for name, s in seconds.items() if s > 0},
                       (busy_now - busy_before) / max(total_now - total_before, 1), os.cpu_count() or 1)

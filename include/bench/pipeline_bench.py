@@ -31,7 +31,7 @@ from decimal import Decimal
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 
 from include.airflow_control import AirflowApi, run_dag
-from include.bench.cpu import CpuMeter
+from include.bench.cpu import CpuMeter, CpuUse
 from include.generate_transactions import create_accounts, insert, transfers
 from ledgerflow import topology
 from ledgerflow.store.kafka import group_backlog
@@ -42,6 +42,7 @@ STAGES = [("ledgerflow_produce", "publish_new_transactions", "published", None, 
           ("ledgerflow_settle", "settle_transactions", "messages", topology.CLEARED_TOPIC, topology.SETTLE_GROUP)]
 DRIVEN_DAGS = [stage[0] for stage in STAGES]
 NOT_TERMINAL = ("pending", "cleared", "cleared_with_conditions")
+TARGETS = {"ledgerflow_produce": 100_000, "ledgerflow_clear": 50_000, "ledgerflow_settle": 50_000}  # tx/s, issue #4
 
 
 class Load:
@@ -110,19 +111,24 @@ def waiting(topic: str | None, group_id: str | None) -> bool:
     return topic is None or group_backlog(topic, group_id, topology.KAFKA_CONN_ID) > 0
 
 
-def drain_with_dags_test(api: AirflowApi) -> dict[str, list[dict]]:
+def drain_with_dags_test(api: AirflowApi, meter: CpuMeter | None = None
+                         ) -> tuple[dict[str, list[dict]], dict[str, CpuUse]]:
     """Run produce once, then clear and settle until their topics are drained, one after the other;
-    return each DAG's task summaries (XComs)."""
+    return each DAG's task summaries (XComs) and, with a `meter`, the CPU used while its runs ran."""
     summaries: dict[str, list[dict]] = {}
+    cpu: dict[str, CpuUse] = {}
     for dag_id, task_id, counted, topic, group_id in STAGES:
         summaries[dag_id] = []
+        start = meter.mark() if meter else None
         while waiting(topic, group_id):
             summary = api.xcom(dag_id, run_dag(dag_id), task_id)
             if summary and summary.get(counted):
                 summaries[dag_id].append(summary)
             if topic is None:
                 break
-    return summaries
+        if meter:
+            cpu[dag_id] = meter.since(start)
+    return summaries, cpu
 
 
 def print_stage_table(title: str, summaries: dict[str, list[dict]], rates: bool = True) -> None:
@@ -138,6 +144,26 @@ def print_stage_table(title: str, summaries: dict[str, list[dict]], rates: bool 
         peak = max((s["peak_memory_mb"] for s in runs), default=0)
         print(f"{dag_id.removeprefix('ledgerflow_'):<10}{len(runs):>5}{count:>14,}"
               + (f"{seconds:>10.1f}{count / max(seconds, 1e-6):>10,.0f}" if rates else "") + f"{peak:>10,.0f}")
+
+
+def print_stage_cpu(summaries: dict[str, list[dict]], cpu: dict[str, CpuUse]) -> None:
+    """Each stage's CPU per transaction: its task's own (between the moments its rate is measured from and
+    to) and that of the services it drives (while its runs ran; Airflow's own start-up is left out), against
+    what the machine's cores give a transaction at the rate the issue asks for."""
+    print("\nCPU per transaction in µs: the task's process while its rate was measured; PostgreSQL's backends, its "
+          "upkeep (autovacuum, WAL, checkpoints), Redis and Kafka while the stage's runs ran")
+    for dag_id, _, counted, _, _ in STAGES:
+        runs = summaries[dag_id]
+        count = sum(s[counted] for s in runs)
+        if not count:
+            continue
+        parts = {"task": sum(s.get("cpu_seconds", 0) for s in runs),
+                 **{name: cpu[dag_id].seconds.get(name, 0.0)
+                    for name in ("PostgreSQL", "PostgreSQL upkeep", "Redis", "Kafka")}}
+        target = TARGETS[dag_id]
+        print(f"{dag_id.removeprefix('ledgerflow_'):<10}{sum(parts.values()) / count * 1e6:>6,.0f} = "
+              + " + ".join(f"{name} {seconds / count * 1e6:,.0f}" for name, seconds in parts.items())
+              + f"; at {target:,} tx/s the {cpu[dag_id].cores} cores give {cpu[dag_id].cores / target * 1e6:,.0f}")
 
 
 def with_dags(api: AirflowApi, unpaused: bool, body: Callable[[], None]) -> None:
@@ -169,9 +195,11 @@ def stages(api, conn, args) -> None:
     def body():
         load = Load(conn, args.count, args.accounts, args.hot)
         load.insert()
-        summaries = drain_with_dags_test(api)
+        with CpuMeter(os.environ["LEDGERFLOW_AIRFLOW_DB_NAME"]) as meter:
+            summaries, cpu = drain_with_dags_test(api, meter)
         print_stage_table(f"stages: {args.count:,} transactions across {args.accounts:,} accounts"
                           f"{', 10% from 5 hot accounts' if args.hot else ''} ({load.outcome()})", summaries)
+        print_stage_cpu(summaries, cpu)
     with_dags(api, unpaused=False, body=body)
 
 

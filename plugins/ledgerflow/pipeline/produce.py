@@ -44,6 +44,7 @@ class ProduceResult:
     published: int
     batches: int
     seconds: float  # from the first row read to the last batch recorded as published
+    cpu_seconds: float  # the process's CPU time (all its threads) meanwhile
 
 
 def to_message(row, holders: dict[str, AccountHolder], rules: RulesConfig) -> TransactionV1:
@@ -68,7 +69,7 @@ def produce_window(reader, writer, producer, topic: str, rules: RulesConfig, end
     in order."""
     window = NOT_TERMINAL_IN_WINDOW if redrive else NEW_IN_WINDOW
     published = batches = 0
-    started = time.monotonic()
+    started, started_cpu = time.monotonic(), time.process_time()
 
     def publish_and_record(records: list[tuple[str, bytes]], ids: list[str]) -> None:
         publish(producer, topic, records)
@@ -92,4 +93,5 @@ def produce_window(reader, writer, producer, topic: str, rules: RulesConfig, end
             batches += 1
         if in_flight:
             in_flight.result()
-    return ProduceResult(published, batches, round(time.monotonic() - started, 3))
+    return ProduceResult(published, batches, round(time.monotonic() - started, 3),
+                         round(time.process_time() - started_cpu, 3))
