@@ -123,6 +123,31 @@ def test_produce_publishes_a_window_in_creation_order_each_message_enriched_with
     assert published == 3
 
 
+def test_a_batch_the_broker_does_not_acknowledge_stops_produce_before_anything_is_recorded(ledger):
+    """Batches are published in one thread and recorded in another; a batch that is not acknowledged is not
+    recorded, and neither are the batches after it, which are not published either."""
+    source, destination = ledger.accounts("1000.00", "0.00")
+    ids = ledger.transactions(*[(source, destination, "1.00")] * 3)
+    hook = LedgerflowProducerHook(kafka_config_id=topology.KAFKA_CONN_ID)
+    impatient = hook._get_client({**hook._build_config(), "message.timeout.ms": 1500})
+    missing_topic = f"test-{uuid.uuid4().hex[:8]}-does-not-exist"  # auto-creation is off
+    created = ledger.conn.execute("SELECT min(created_at) FROM transactions WHERE transaction_id = ANY(%s)",
+                                  (ids,)).fetchone()[0]
+    reader, writer = open_pg(), open_pg()
+    try:
+        with pytest.raises(DeliveryFailed, match=f"of 1 messages to {missing_topic} failed"):
+            produce_window(reader, writer, impatient, missing_topic, load_rules(), start=created,
+                           end=created + timedelta(microseconds=1), redrive=True, batch_size=1)
+    finally:
+        reader.close()
+        writer.close()
+        impatient.purge()
+
+    recorded = ledger.conn.execute("SELECT count(*) FROM transactions WHERE transaction_id = ANY(%s) "
+                                   "AND published_at IS NOT NULL", (ids,)).fetchone()[0]
+    assert recorded == 0
+
+
 def test_the_backlog_counts_what_the_group_has_not_committed_without_consuming_it(topics, producer):
     publish(producer, topics["in"], ((None, f"m{i}".encode()) for i in range(25)))
     group_id = f"test-{uuid.uuid4().hex[:8]}"

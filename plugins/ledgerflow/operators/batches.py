@@ -16,14 +16,14 @@ batches_in_flight + 1 connections in turn: the task's thread never uses one a fo
 import sys
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
-from concurrent.futures import CancelledError, Future, ThreadPoolExecutor, wait
-from contextlib import ExitStack
+from collections.abc import Sequence
+from concurrent.futures import Future, wait
 
 from airflow.sdk import BaseOperator
 
 from ledgerflow.operators.context import batch_friendly_gc, peak_memory_mb, postgres_connection, quick_thread_switches
 from ledgerflow.pipeline import BatchResult
+from ledgerflow.pipeline.follow_ups import EarlierFollowUpFailed, FollowUpThreads
 from ledgerflow.store.kafka import LedgerflowConsumerHook, LedgerflowProducerHook, commit, consume_batches
 
 
@@ -77,7 +77,7 @@ class KafkaBatchOperator(BaseOperator):
                 complete_oldest()
 
         try:
-            with batch_friendly_gc(), quick_thread_switches(), _FollowUpThreads() as follow_up_threads:
+            with batch_friendly_gc(), quick_thread_switches(), FollowUpThreads() as follow_up_threads:
                 try:
                     for messages in consume_batches(consumer, self.batch_size, self.time_budget, self.idle_timeout,
                                                     on_idle=complete_all):
@@ -115,43 +115,3 @@ class KafkaBatchOperator(BaseOperator):
         summary["peak_memory_mb"] = peak_memory_mb()
         self.log.info("%s from %s: %s", self.task_id, self.topic, summary)
         return summary
-
-
-class _FollowUpThreads(ExitStack):
-    """A thread for each follow-up of a batch (the first follow-ups of all batches run in one thread, the
-    second in another, ...), started as needed and shut down on exit."""
-
-    def __init__(self):
-        super().__init__()
-        self.threads: list[ThreadPoolExecutor] = []
-        self.last_started: list[Future] = []  # by thread, the follow-up it was given last
-
-    def start(self, follow_ups: Sequence[Callable[[], dict[str, int]]]) -> list[Future]:
-        started: list[Future] = []
-        for i, follow_up in enumerate(follow_ups):
-            earlier = started[-1:]  # the batch's previous follow-up
-            if i < len(self.threads):
-                earlier.append(self.last_started[i])  # the previous batch's same follow-up
-            else:
-                self.threads.append(self.enter_context(
-                    ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"follow-up-{i}")))
-            started.append(self.threads[i].submit(_run_after, earlier, follow_up))
-        self.last_started[:len(started)] = started
-        return started
-
-
-class EarlierFollowUpFailed(RuntimeError):
-    """A follow-up did not run because one it comes after failed."""
-
-
-def _run_after(earlier: list[Future], follow_up: Callable[[], dict[str, int]]) -> dict[str, int]:
-    """Run `follow_up` once the follow-ups it comes after have succeeded: a batch is never completed past
-    a step that failed, nor a step run for a batch after it failed for the one before."""
-    for future in earlier:
-        try:
-            error = future.exception()
-        except CancelledError:
-            raise EarlierFollowUpFailed("not run: a follow-up it comes after was cancelled") from None
-        if error is not None:
-            raise EarlierFollowUpFailed("not run: a follow-up it comes after failed") from error
-    return follow_up()

@@ -1,13 +1,16 @@
 """produce: stream a window's transactions from PostgreSQL, enrich and score them, publish to Kafka."""
 
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 
 from ledgerflow.core.config import RulesConfig
 from ledgerflow.core.messages import Customer, TransactionV1, encode
 from ledgerflow.core.rules import risk_score
+from ledgerflow.pipeline.follow_ups import FollowUpThreads
 from ledgerflow.store.kafka import publish
 from ledgerflow.store.ledger import LOCK_IN_ORDER, AccountHolder, account_holders
 
@@ -39,6 +42,10 @@ MARK_PUBLISHED = """
 UPDATE transactions SET published_at = coalesce(published_at, now()) WHERE transaction_id = ANY(%s)"""
 
 
+# Batches whose follow-ups may still run while the next is read: one being published and one being recorded.
+BATCHES_IN_FLIGHT = 2
+
+
 @dataclass(frozen=True, slots=True)
 class ProduceResult:
     published: int
@@ -64,34 +71,40 @@ def produce_window(reader, writer, producer, topic: str, rules: RulesConfig, end
                    start: datetime | None = None, redrive: bool = False, batch_size: int = 10000) -> ProduceResult:
     """Publish the window's transactions in batches, keyed by source account so one account's
     transactions stay in order. `reader` streams (a transaction of its own); `writer` (autocommit)
-    records each batch as published only after the broker acknowledged all of it. A batch is published
-    and recorded in a background thread while the next one is read and encoded, one batch at a time and
-    in order."""
+    records each batch as published only after the broker acknowledged all of it. While the task's thread
+    reads and encodes a batch, one follow-up thread publishes the batch before and another records the one
+    before that (see follow_ups): a batch is published only after the previous one was acknowledged, and
+    recorded only after its own was. A batch whose recording fails is published again by a later run, as
+    after a crash, and the steps downstream take it as the duplicate it is."""
     window = NOT_TERMINAL_IN_WINDOW if redrive else NEW_IN_WINDOW
     published = batches = 0
     started, started_cpu = time.monotonic(), time.process_time()
 
-    def publish_and_record(records: list[tuple[str, bytes]], ids: list[str]) -> None:
-        publish(producer, topic, records)
+    def record(ids: list[str]) -> None:
         with writer.transaction():
             writer.execute(LOCK_IN_ORDER, (ids,))
             writer.execute(MARK_PUBLISHED, (ids,))
 
+    def wait_for(follow_ups: list[Future]) -> None:
+        for follow_up in follow_ups:
+            follow_up.result()  # raises DeliveryFailed if the batch was not acknowledged
+
     with (reader.transaction(), reader.cursor(name="ledgerflow_produce") as cursor,
-          ThreadPoolExecutor(max_workers=1, thread_name_prefix="publish") as background):
+          FollowUpThreads() as follow_up_threads):
         cursor.itersize = batch_size
         cursor.execute(SELECT_WINDOW.format(window=window), {"start": start, "end": end})
-        in_flight = None
+        in_flight: deque[list[Future]] = deque()  # oldest first
         while rows := cursor.fetchmany(batch_size):
             holders = account_holders(reader, {number for row in rows for number in (row[2], row[3])})
             messages = [to_message(row, holders, rules) for row in rows]
             records = [(m.from_account, encode(m)) for m in messages]
-            if in_flight:
-                in_flight.result()  # raises DeliveryFailed if the previous batch was not acknowledged
-            in_flight = background.submit(publish_and_record, records, [m.transaction_id for m in messages])
+            while len(in_flight) >= BATCHES_IN_FLIGHT:
+                wait_for(in_flight.popleft())
+            in_flight.append(follow_up_threads.start((partial(publish, producer, topic, records),
+                                                      partial(record, [m.transaction_id for m in messages]))))
             published += len(messages)
             batches += 1
-        if in_flight:
-            in_flight.result()
+        while in_flight:
+            wait_for(in_flight.popleft())
     return ProduceResult(published, batches, round(time.monotonic() - started, 3),
                          round(time.process_time() - started_cpu, 3))
