@@ -82,6 +82,9 @@ def test_settlement_records_before_and_after_balances_postings_and_transitions(l
                                (ids[0],)).fetchone()[0] == f"settled 60.00 from {source} to {destination}"
     assert [row[:3] for row in ledger.audit(ids[1])] == [
         ("pending", "cleared", "CLEARED"), ("cleared", "rejected", "INSUFFICIENT_FUNDS_AT_SETTLEMENT")]
+    for settled in (ids[0], ids[2]):
+        assert [row[:3] for row in ledger.audit(settled)] == [
+            ("pending", "cleared", "CLEARED"), ("cleared", "settled", "SETTLED")]
     assert ledger.reconciliation_gaps([source, destination]) == []
 
 

