@@ -2,7 +2,7 @@
 STACK := include/stack/stack.sh
 WITH_ENV := include/stack/with-env
 
-.PHONY: run test stop status install migrate psql redis-cli secrets schemas check-rules bench
+.PHONY: run test stop status reset install migrate psql redis-cli secrets schemas check-rules bench
 
 run:  ## install and start everything, run the pipeline on sample data, say where to look
 	@$(STACK) up
@@ -18,6 +18,9 @@ stop:  ## stop every component of the local stack
 
 status:  ## up/down, port and data directory of each component
 	@$(STACK) status
+
+reset:  ## start the pipeline's data over: its database (schema and sample data only), topics and Redis records
+	@$(STACK) reset
 
 install:  ## install the Debian packages, Python dependencies and Kafka jars only
 	@$(STACK) install

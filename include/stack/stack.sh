@@ -8,6 +8,7 @@
 #   stack.sh status             up/down, port and data directory of each component
 #   stack.sh migrate            apply the migrations in sql/ that are not applied yet
 #   stack.sh pipeline on|off    unpause (pause) the produce, clear and settle DAGs
+#   stack.sh reset              start the pipeline's data over: database, topics and Redis records
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
@@ -386,6 +387,29 @@ cmd_pipeline() {
   say "pipeline DAGs ${verb}d: ledgerflow_produce, ledgerflow_clear, ledgerflow_settle"
 }
 
+# The audit trail and the journal are append-only, so data is not deleted row by row: the pipeline database
+# is dropped and made again as `up` makes it (schema and sample data), the topics are recreated and the
+# records' Redis database is emptied. Airflow, its metadata and the DAGs' pause state stay; a task that runs
+# meanwhile fails, and the next runs start from the new data.
+cmd_reset() {
+  program_running services:postgres && program_running services:redis && program_running services:kafka ||
+    die "the stack is not up: start it with make run (or stack.sh up)"
+  [ "$LEDGERFLOW_DB_NAME" != "$LEDGERFLOW_AIRFLOW_DB_NAME" ] || die "LEDGERFLOW_DB_NAME is Airflow's database"
+  PG_ROOT=$(pg_root)
+  say "dropping and recreating database $LEDGERFLOW_DB_NAME"
+  pg_admin -d postgres <<EOF
+SELECT format('DROP DATABASE IF EXISTS %I WITH (FORCE)', '$LEDGERFLOW_DB_NAME') \gexec
+EOF
+  bootstrap_databases
+  python "$STACK_DIR/migrate.py" --seed
+  python "$STACK_DIR/create_topics.py" --recreate --partitions "$LEDGERFLOW_TOPIC_PARTITIONS" $LEDGERFLOW_TOPICS
+  local redis=(redis-cli -p "$LEDGERFLOW_REDIS_PORT" -a "$LEDGERFLOW_REDIS_PASSWORD" --no-auth-warning)
+  "${redis[@]}" -n "${LEDGERFLOW_REDIS_DB:-0}" flushdb >/dev/null
+  "${redis[@]}" bgrewriteaof >/dev/null  # else the append-only file keeps the records on disk until it grows
+  say "reset: database $LEDGERFLOW_DB_NAME holds the schema and sample data, the topics are empty," \
+    "Redis database ${LEDGERFLOW_REDIS_DB:-0} is empty"
+}
+
 cmd_down() {
   if supervisord_running; then
     say "stopping every component"
@@ -420,5 +444,6 @@ case "${1:-}" in
   status) cmd_status ;;
   migrate) python "$STACK_DIR/migrate.py" ;;
   pipeline) shift; cmd_pipeline "$@" ;;
-  *) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  reset) cmd_reset ;;
+  *) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

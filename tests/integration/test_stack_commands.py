@@ -2,9 +2,17 @@
 
 import os
 import subprocess
+import uuid
 
+import psycopg
+import redis
+from airflow.providers.apache.kafka.hooks.client import KafkaAdminClientHook
 from airflow.providers.postgres.hooks.postgres import PostgresHook
+from psycopg import sql
 
+from ledgerflow import topology
+from ledgerflow.store.kafka import (LedgerflowConsumerHook, LedgerflowProducerHook, commit, consume_batches,
+                                    group_backlog, publish)
 from tests.conftest import REPO_ROOT
 
 STACK = str(REPO_ROOT / "include" / "stack" / "stack.sh")
@@ -51,3 +59,54 @@ def test_a_port_taken_by_another_process_stops_the_start_with_the_setting_to_cha
     assert f"port {os.environ['LEDGERFLOW_PG_PORT']} (for postgres) is taken" in result.stderr
     assert "LEDGERFLOW_PG_PORT=<port>" in result.stderr
     assert not (tmp_path / "state").exists(), "nothing is installed or started before the ports are checked"
+
+
+def test_reset_starts_the_pipeline_data_over_and_leaves_everything_else_alone():
+    """reset drops what the pipeline holds: here a database, a topic and a Redis database of the test's own,
+    named by the stack's settings, so the development stack's own data is what must stay."""
+    suffix = uuid.uuid4().hex[:8]
+    database, topic, group = f"ledgerflow_reset_{suffix}", f"reset-{suffix}", f"reset-{suffix}"
+    env = {**os.environ, "LEDGERFLOW_DB_NAME": database, "LEDGERFLOW_TOPICS": topic, "LEDGERFLOW_REDIS_DB": "15"}
+    records = redis.Redis(port=int(os.environ["LEDGERFLOW_REDIS_PORT"]),
+                          password=os.environ["LEDGERFLOW_REDIS_PASSWORD"], db=15)
+    pipeline_records = redis.Redis(port=int(os.environ["LEDGERFLOW_REDIS_PORT"]),
+                                   password=os.environ["LEDGERFLOW_REDIS_PASSWORD"])
+    canary = f"reset-test-canary:{suffix}"
+    pipeline_records.set(canary, "stays")
+    pipeline_accounts = count("SELECT count(*) FROM accounts")
+    try:
+        first = run_stack("reset", env=env)  # the database does not exist yet: reset makes it
+        assert first.returncode == 0, first.stdout + first.stderr
+        with psycopg.connect(os.environ["AIRFLOW_CONN_LEDGERFLOW_POSTGRES"], dbname=database, autocommit=True) as conn:
+            seeded = conn.execute("SELECT count(*) FROM accounts").fetchone()[0], \
+                conn.execute("SELECT count(*) FROM transactions").fetchone()[0]
+            source, destination = (row[0] for row in conn.execute(
+                "SELECT account_number FROM accounts ORDER BY account_number LIMIT 2").fetchall())
+            conn.execute("INSERT INTO transactions (transaction_id, amount, from_account, to_account) "
+                         "VALUES ('reset-me', 1.00, %s, %s)", (source, destination))
+        records.hset("settlement:reset-me", "status", "settled")
+        producer = LedgerflowProducerHook(kafka_config_id=topology.KAFKA_CONN_ID).get_producer()
+        publish(producer, topic, [(None, b"one"), (None, b"two"), (None, b"three")])
+        consumer = LedgerflowConsumerHook([topic], group, topology.KAFKA_CONN_ID).get_consumer()
+        commit(consumer, [m for batch in consume_batches(consumer, 10, time_budget=30, idle_timeout=1) for m in batch])
+        consumer.close()
+        assert group_backlog(topic, group, topology.KAFKA_CONN_ID) == 0
+
+        again = run_stack("reset", env=env)
+
+        assert again.returncode == 0, again.stdout + again.stderr
+        with psycopg.connect(os.environ["AIRFLOW_CONN_LEDGERFLOW_POSTGRES"], dbname=database, autocommit=True) as conn:
+            assert (conn.execute("SELECT count(*) FROM accounts").fetchone()[0],
+                    conn.execute("SELECT count(*) FROM transactions").fetchone()[0]) == seeded
+        assert records.dbsize() == 0
+        assert group_backlog(topic, f"{group}-new", topology.KAFKA_CONN_ID) == 0, "the topic is empty"
+        publish(producer, topic, [(None, b"after the reset")])
+        assert group_backlog(topic, group, topology.KAFKA_CONN_ID) == 1, "the topic is new, the group's offsets gone"
+        assert pipeline_records.get(canary) == b"stays"
+        assert count("SELECT count(*) FROM accounts") == pipeline_accounts
+    finally:
+        pipeline_records.delete(canary)
+        records.flushdb()
+        with psycopg.connect(os.environ["AIRFLOW_CONN_LEDGERFLOW_POSTGRES"], autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
+        KafkaAdminClientHook(kafka_config_id=topology.KAFKA_CONN_ID).delete_topic([topic])
