@@ -13,6 +13,7 @@ from ledgerflow.core.audit import AuditContext
 from ledgerflow.core.reasons import ReasonCode
 from ledgerflow.core.settlement import Refused, Settled
 from ledgerflow.core.states import IllegalTransition, Status, StatusChange
+from ledgerflow.store import ledger as ledger_store
 from ledgerflow.store.ledger import LockedSettlement, settle, transition
 
 AIRFLOW = AuditContext(changed_by="airflow", dag_id="ledgerflow_clear", run_id="manual__2026-11-25T09:00:00",
@@ -220,6 +221,38 @@ def a_session_waits_for_a_lock(seconds: float = 10) -> bool:
         return False
     finally:
         conn.close()
+
+
+def test_a_refusal_that_a_credit_undoes_before_the_accounts_are_locked_again_still_marks_every_transfer(
+        ledger, monkeypatch):
+    """A settlement whose first reading of the balances refuses a transfer rolls its settled marks back and
+    unlocks the accounts until it reads them again; another settlement may credit the source meanwhile.
+    What the second reading decides is what is recorded: here both transfers settle, and both are marked."""
+    source, destination, payer = ledger.accounts("100.00", "0.00", "500.00")
+    transfers = ledger.transactions((source, destination, "60.00"), (source, destination, "50.00"),
+                                    status="cleared")
+    [credit] = ledger.transactions((payer, source, "100.00"), status="cleared")
+    lock_accounts_and_settle, readings = ledger_store._lock_accounts_and_settle, []
+
+    def credit_between_the_readings(cursor, batch):
+        if [t.transaction_id for t in batch] == transfers:  # not the credit's own settlement
+            readings.append(batch)
+            if len(readings) == 2:  # the marks were rolled back and the accounts unlocked: the credit lands now
+                run_concurrently([lambda conn: settle(conn, [credit], AIRFLOW)])
+        return lock_accounts_and_settle(cursor, batch)
+
+    monkeypatch.setattr(ledger_store, "_lock_accounts_and_settle", credit_between_the_readings)
+    result = settle(ledger.conn, transfers, AIRFLOW)
+
+    assert len(readings) == 2, "the first reading refused the 50.00"
+    assert [type(o) for o in result.outcomes] == [Settled, Settled] and result.refusals == {}
+    assert ledger.statuses([*transfers, credit]) == dict.fromkeys([*transfers, credit], "settled")
+    for transaction_id in transfers:
+        assert [row[:3] for row in ledger.audit(transaction_id)] == [
+            ("pending", "cleared", "CLEARED"), ("cleared", "settled", "SETTLED")]
+    assert ledger.balances([source, destination, payer]) == {source: D("90.00"), destination: D("110.00"),
+                                                             payer: D("400.00")}
+    assert ledger.reconciliation_gaps([source, destination, payer]) == []
 
 
 def test_an_abandoned_settlement_releases_its_transactions(ledger):

@@ -16,9 +16,9 @@ def settle_batch(conn, redis_client, producer, messages: list[Message], context:
                  dead_letter_topic: str, *, projection_conn) -> BatchResult:
     """Dead-letter what cannot be processed and lock the batch's cleared and cleared-with-conditions
     transactions on `conn`, marking them settled (see LockedSettlement); the first follow-up settles them in
-    message order and commits (one database transaction from the lock on), the second writes the Redis record of every transaction in the batch
-    as the ledger records it (rejections from clearance included), reading what this settlement did not
-    decide on `projection_conn`.
+    message order and commits (one database transaction from the lock on), the second writes the Redis
+    record of every transaction in the batch as the ledger records it (rejections from clearance included),
+    reading what this settlement did not decide on `projection_conn`.
 
     The caller may take up the next batch while these follow-ups run, on another connection than `conn`
     and `projection_conn`: its lock waits for no account, so it does not wait for this settlement unless
