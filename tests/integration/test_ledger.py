@@ -206,6 +206,32 @@ def test_a_transaction_in_two_overlapping_batches_settles_once(ledger):
     assert [len(ledger.audit(i)) for i in (shared, new)] == [2, 2]
 
 
+def test_the_next_batch_waits_through_a_refusal_and_finds_the_shared_transactions_decided(ledger):
+    """The next batch, locked while this one completes, waits for a transaction the two share (a
+    redelivery). It keeps waiting while this one rolls its settled marks back after a refusal, as the rows
+    stay locked, and then finds them settled or rejected: each transfer is decided once."""
+    source, destination = ledger.accounts("100.00", "0.00")
+    settles, refused, new = ledger.transactions((source, destination, "60.00"), (source, destination, "50.00"),
+                                                (source, destination, "30.00"), status="cleared")
+    earlier = LockedSettlement(ledger.conn, [settles, refused], AIRFLOW)
+    later: list = []
+    locking = threading.Thread(target=lambda: run_concurrently(
+        [lambda conn: later.append(LockedSettlement(conn, [refused, settles, new], AIRFLOW).complete())]))
+    locking.start()
+    assert a_session_waits_for_a_lock(), "the next batch waits for the transactions this one holds"
+
+    result = earlier.complete()
+    locking.join(timeout=30)
+
+    assert [type(o) for o in result.outcomes] == [Settled, Refused]
+    [next_batch] = later
+    assert next_batch.not_settleable == {refused: "rejected", settles: "settled"}
+    assert [(o.transfer.transaction_id, type(o)) for o in next_batch.outcomes] == [(new, Settled)]
+    assert [len(ledger.audit(i)) for i in (settles, refused, new)] == [2, 2, 2]
+    assert ledger.balances([source, destination]) == {source: D("10.00"), destination: D("90.00")}
+    assert ledger.reconciliation_gaps([source, destination]) == []
+
+
 def a_session_waits_for_a_lock(seconds: float = 10) -> bool:
     """Whether a session of this database waits for a lock within `seconds` (asked on a connection of
     its own: a transaction sees pg_stat_activity as it was when it first looked)."""
