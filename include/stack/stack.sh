@@ -250,9 +250,8 @@ wait_for() {
   done
 }
 
-redis_ready() {
-  [ "$(redis-cli -p "$LEDGERFLOW_REDIS_PORT" -a "$LEDGERFLOW_REDIS_PASSWORD" --no-auth-warning ping 2>/dev/null)" = PONG ]
-}
+redis_cli() { redis-cli -p "$LEDGERFLOW_REDIS_PORT" -a "$LEDGERFLOW_REDIS_PASSWORD" --no-auth-warning "$@"; }
+redis_ready() { [ "$(redis_cli ping 2>/dev/null)" = PONG ]; }
 
 start_program() {
   program_running "$1" && return
@@ -403,9 +402,8 @@ EOF
   bootstrap_databases
   python "$STACK_DIR/migrate.py" --seed
   python "$STACK_DIR/create_topics.py" --recreate --partitions "$LEDGERFLOW_TOPIC_PARTITIONS" $LEDGERFLOW_TOPICS
-  local redis=(redis-cli -p "$LEDGERFLOW_REDIS_PORT" -a "$LEDGERFLOW_REDIS_PASSWORD" --no-auth-warning)
-  "${redis[@]}" -n "${LEDGERFLOW_REDIS_DB:-0}" flushdb >/dev/null
-  "${redis[@]}" bgrewriteaof >/dev/null  # else the append-only file keeps the records on disk until it grows
+  redis_cli -n "${LEDGERFLOW_REDIS_DB:-0}" flushdb >/dev/null
+  redis_cli bgrewriteaof >/dev/null  # else the append-only file keeps the records on disk until it grows
   say "reset: database $LEDGERFLOW_DB_NAME holds the schema and sample data, the topics are empty," \
     "Redis database ${LEDGERFLOW_REDIS_DB:-0} is empty"
 }
