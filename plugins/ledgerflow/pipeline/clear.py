@@ -16,8 +16,8 @@ from ledgerflow.store.ledger import transition
 SELECT_TRANSACTIONS = """
 SELECT transaction_id, status, amount, from_account, to_account, status_reason_code, status_message,
        risk_score, available_balance, status_changed_at
-  FROM transactions WHERE transaction_id = ANY(%s)"""
-SELECT_ACCOUNTS = "SELECT account_number, status, balance FROM accounts WHERE account_number = ANY(%s)"
+  FROM transactions WHERE transaction_id = ANY(%b)"""
+SELECT_ACCOUNTS = "SELECT account_number, status, balance FROM accounts WHERE account_number = ANY(%b)"
 
 
 def _disagreement(message: TransactionV1, row) -> str | None:

@@ -39,7 +39,7 @@ NOT_TERMINAL_IN_WINDOW = ("t.status IN ('pending', 'cleared', 'cleared_with_cond
 # and test every unpublished transaction against the batch's ids, once per batch. It did once an ANALYZE
 # had seen none unpublished: a 300,000 backlog went out at 3,800 tx/s.
 MARK_PUBLISHED = """
-UPDATE transactions SET published_at = coalesce(published_at, now()) WHERE transaction_id = ANY(%s)"""
+UPDATE transactions SET published_at = coalesce(published_at, now()) WHERE transaction_id = ANY(%b)"""
 
 
 # Batches whose follow-ups may still run while the next is read: one being published and one being recorded.

@@ -29,7 +29,7 @@ SELECT t.transaction_id, t.status, t.amount, t.from_account, t.to_account, t.ris
   JOIN accounts ta ON ta.account_number = t.to_account JOIN customers tc ON tc.customer_id = ta.customer_id
   LEFT JOIN journal_postings debit ON debit.transaction_id = t.transaction_id AND debit.direction = 'DEBIT'
   LEFT JOIN journal_postings credit ON credit.transaction_id = t.transaction_id AND credit.direction = 'CREDIT'
- WHERE t.transaction_id = ANY(%s) AND t.status IN ('settled', 'rejected')"""
+ WHERE t.transaction_id = ANY(%b) AND t.status IN ('settled', 'rejected')"""
 
 
 @dataclass(frozen=True, slots=True)
