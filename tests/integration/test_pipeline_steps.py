@@ -192,55 +192,70 @@ def test_a_delivery_the_broker_does_not_acknowledge_fails_the_publish(producer):
 def test_bad_messages_go_to_the_dead_letter_topic_with_the_reason_and_the_batch_goes_on(
         topics, producer, ledger):
     source, destination = ledger.accounts("1000.00", "0.00")
-    good, disagreeing = ledger.transactions((source, destination, "100.00"), (source, destination, "50.00"))
+    good, disagreeing, written_long = ledger.transactions(
+        (source, destination, "100.00"), (source, destination, "50.00"), (source, destination, "20.00"))
     unknown = f"{ledger.prefix}-unknown"
+    good_message = transaction_message(ledger, good, "100.00", source, destination)
     publish(producer, topics["in"], [
         (b"k", b"not json at all"),
+        (b"k", good_message.replace(b'"TRANSFER"', b'"TRANS\xffFER"')),  # not UTF-8 inside a string
+        (b"k", good_message.replace(good.encode(), good.encode() + b"\\u0000")),  # PostgreSQL stores no NUL
+        (b"k", transaction_message(ledger, good, "999.00", source, destination)),  # a false copy before the true one
         (b"k", transaction_message(ledger, disagreeing, "5000.00", source, destination)),
         (b"k", transaction_message(ledger, unknown, "10.00", source, destination)),
-        (b"k", transaction_message(ledger, good, "100.00", source, destination)),
+        (b"k", good_message),
+        (b"k", transaction_message(ledger, written_long, "20.000", source, destination)),
     ])
-    messages = read_all(topics["in"], 4)
+    messages = read_all(topics["in"], 8)
 
     result = clear_batch(ledger.conn, producer, messages, load_rules(), CONTEXT, topics["out"], topics["dlq"],
                          recording_conn=ledger.conn).complete()
 
-    assert (result["decided"], result["published"], result["dead_lettered"]) == (1, 1, 3)
-    assert ledger.statuses([good, disagreeing]) == {good: "cleared", disagreeing: "pending"}
-    dead = read_all(topics["dlq"], 3)
+    assert (result["decided"], result["published"], result["dead_lettered"]) == (2, 2, 6)
+    assert ledger.statuses([good, disagreeing, written_long]) == {
+        good: "cleared", disagreeing: "pending", written_long: "cleared"}
+    dead = read_all(topics["dlq"], 6)
     reasons = [dict(m.headers())["reason"].decode() for m in dead]
     assert reasons[0].startswith("JSON is malformed"), reasons[0]
-    assert "message says 5000.00" in reasons[1] and "the ledger says 50.00" in reasons[1], reasons[1]
-    assert f"transaction {unknown} is not in the ledger" == reasons[2]
-    assert [dict(m.headers())["source_offset"] for m in dead] == [b"0", b"1", b"2"]
+    assert reasons[1].startswith("not UTF-8"), reasons[1]
+    assert "`$.transaction_id`" in reasons[2], reasons[2]
+    assert "message says 999.00" in reasons[3] and "the ledger says 100.00" in reasons[3], reasons[3]
+    assert "message says 5000.00" in reasons[4] and "the ledger says 50.00" in reasons[4], reasons[4]
+    assert f"transaction {unknown} is not in the ledger" == reasons[5]
+    assert [dict(m.headers())["source_offset"] for m in dead] == [str(i).encode() for i in range(6)]
     assert dead[0].value() == b"not json at all", "a dead letter carries the message unchanged"
 
-    outcome = decode_cleared(read_all(topics["out"], 1)[0].value())
-    assert (outcome.transaction_id, outcome.status) == (good, "cleared")
+    outcomes = [decode_cleared(m.value()) for m in read_all(topics["out"], 2)]
+    assert [(o.transaction_id, o.status, o.amount) for o in outcomes] == [
+        (good, "cleared", Decimal("100.00")), (written_long, "cleared", Decimal("20.00"))]
 
 
 def test_settle_dead_letters_a_bad_outcome_and_settles_the_rest(topics, producer, ledger):
     source, destination = ledger.accounts("1000.00", "0.00")
     [cleared] = ledger.transactions((source, destination, "100.00"), status="cleared")
     customer = Customer(ledger.customer, "Test Customer", "LOW")
+    outcome = encode(ClearedV1(
+        transaction_id=cleared, status=Status.CLEARED, reason_code=ReasonCode.CLEARED, reason="",
+        amount=Decimal("100.00"), from_account=source, to_account=destination, risk_score=0,
+        from_customer=customer, to_customer=customer, available_balance=None, cleared_at=datetime.now(UTC)))
+    assert b'"reason":""' in outcome
     publish(producer, topics["in"], [
         # a message of the other contract on the cleared topic
         (b"k", transaction_message(ledger, cleared, "100.00", source, destination)),
-        (b"k", encode(ClearedV1(
-            transaction_id=cleared, status=Status.CLEARED, reason_code=ReasonCode.CLEARED, reason="",
-            amount=Decimal("100.00"), from_account=source, to_account=destination, risk_score=0,
-            from_customer=customer, to_customer=customer, available_balance=None, cleared_at=datetime.now(UTC)))),
+        (b"k", outcome.replace(b'"reason":""', b'"reason":"\xff"')),  # not UTF-8 inside a string
+        (b"k", outcome),
     ])
-    messages = read_all(topics["in"], 2)
+    messages = read_all(topics["in"], 3)
     redis_client = RedisHook(redis_conn_id=topology.REDIS_CONN_ID).get_conn()
 
     result = settle_batch(ledger.conn, redis_client, producer, messages, CONTEXT, topics["dlq"],
                           projection_conn=ledger.conn).complete()
 
-    assert (result["settled"], result["dead_lettered"], result["projected"]) == (1, 1, 1)
+    assert (result["settled"], result["dead_lettered"], result["projected"]) == (1, 2, 1)
     assert ledger.balances([source, destination]) == {source: Decimal("900.00"), destination: Decimal("100.00")}
-    [dead] = read_all(topics["dlq"], 1)
-    assert "`$.schema`" in dict(dead.headers())["reason"].decode()
+    other_contract, not_utf8 = read_all(topics["dlq"], 2)
+    assert "`$.schema`" in dict(other_contract.headers())["reason"].decode()
+    assert dict(not_utf8.headers())["reason"].decode().startswith("not UTF-8")
     assert redis_client.hget(f"settlement:{cleared}", "from_balance_after") == b"900.00"
 
 

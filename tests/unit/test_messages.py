@@ -99,6 +99,23 @@ def test_garbage_is_an_invalid_message_not_an_exception(data):
     assert isinstance(decode_cleared(data), InvalidMessage)
 
 
+def test_invalid_utf8_inside_a_string_is_an_invalid_message_not_an_exception():
+    # msgspec raises UnicodeDecodeError, not a DecodeError, for bytes that are not UTF-8 inside a string
+    data = encode(transaction(description="caf\u00e9")).replace("caf\u00e9".encode(), b"caf\xff")
+
+    decoded = decode_transaction(data)
+
+    assert isinstance(decoded, InvalidMessage) and "UTF-8" in decoded.reason
+
+
+def test_an_identifier_with_nul_is_invalid_as_postgresql_cannot_store_it():
+    data = encode(transaction()).replace(b'"TXN001"', b'"TXN\\u0000001"')
+
+    decoded = decode_transaction(data)
+
+    assert isinstance(decoded, InvalidMessage) and "$.transaction_id" in decoded.reason
+
+
 def test_a_transaction_message_is_not_a_cleared_message():
     assert isinstance(decode_cleared(encode(transaction())), InvalidMessage)
 

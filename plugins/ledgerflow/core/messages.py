@@ -25,7 +25,8 @@ from ledgerflow.core.money import amount_problem
 from ledgerflow.core.reasons import ReasonCode
 from ledgerflow.core.states import Status
 
-Identifier = Annotated[str, msgspec.Meta(min_length=1, max_length=50)]
+# No NUL: PostgreSQL cannot store it in text, and a query with one fails for the whole batch.
+Identifier = Annotated[str, msgspec.Meta(min_length=1, max_length=50, pattern="^[^\x00]+$")]
 Score = Annotated[int, msgspec.Meta(ge=0, le=100)]
 
 
@@ -116,8 +117,10 @@ def encode(message: TransactionV1 | ClearedV1) -> bytes:
 def _decode(decoder: msgspec.json.Decoder, data: bytes):
     try:
         return decoder.decode(data)
-    except (msgspec.ValidationError, msgspec.DecodeError) as error:
+    except msgspec.DecodeError as error:  # ValidationError included
         return InvalidMessage(str(error))
+    except UnicodeDecodeError as error:  # invalid UTF-8 inside a string: msgspec raises it as it is
+        return InvalidMessage(f"not UTF-8: {error}")
 
 
 def decode_transaction(data: bytes) -> TransactionV1 | InvalidMessage:

@@ -56,30 +56,35 @@ def clear_batch(conn, producer, messages: list[Message], rules: RulesConfig, con
     redelivered message always does; its recorded outcome is republished, so a lost downstream message
     heals on re-drive."""
     rejects: list[tuple[Message, str]] = []
-    received: dict[str, tuple[Message, TransactionV1]] = {}  # first message per transaction, in order
+    received: list[tuple[Message, TransactionV1]] = []
     for message in messages:
         decoded = decode_transaction(message.value() or b"")
         if isinstance(decoded, InvalidMessage):
             rejects.append((message, decoded.reason))
         else:
-            received.setdefault(decoded.transaction_id, (message, decoded))
+            received.append((message, decoded))
 
-    rows = {row[0]: row for row in conn.execute(SELECT_TRANSACTIONS, (list(received),)).fetchall()}
+    ids = list(dict.fromkeys(decoded.transaction_id for _, decoded in received))
+    rows = {row[0]: row for row in conn.execute(SELECT_TRANSACTIONS, (ids,)).fetchall()}
+    # The first message per transaction that agrees with the ledger: a copy that disagrees is dead-lettered
+    # whether it comes before or after the true one.
     batch: dict[str, TransactionV1] = {}
-    for transaction_id, (message, decoded) in received.items():
-        problem = _disagreement(decoded, rows.get(transaction_id))
-        if problem:
+    for message, decoded in received:
+        if decoded.transaction_id in batch:
+            continue  # a copy of a message taken already: a redelivery
+        if problem := _disagreement(decoded, rows.get(decoded.transaction_id)):
             rejects.append((message, problem))
         else:
-            batch[transaction_id] = decoded
+            batch[decoded.transaction_id] = decoded
 
     pending = [m for m in batch.values() if rows[m.transaction_id][1] == Status.PENDING]
     numbers = sorted({n for m in pending for n in (m.from_account, m.to_account)})
     accounts = {n: Account(n, status, balance)
                 for n, status, balance in conn.execute(SELECT_ACCOUNTS, (numbers,)).fetchall()}
+    # The ledger's amount, which the message's equals but may write differently (10.000 for 10.00).
     decisions = decide_clearance(
-        [ClearanceRequest(m.transaction_id, m.amount, m.from_account, m.to_account, m.risk_score) for m in pending],
-        accounts, rules)
+        [ClearanceRequest(m.transaction_id, rows[m.transaction_id][2], m.from_account, m.to_account, m.risk_score)
+         for m in pending], accounts, rules)
 
     changes = [StatusChange(d.transaction_id, Status.PENDING, d.status, d.reason_code, d.message,
                             risk_score=m.risk_score, available_balance=d.available_balance)
