@@ -89,6 +89,22 @@ def test_settlement_records_before_and_after_balances_postings_and_transitions(l
     assert ledger.reconciliation_gaps([source, destination]) == []
 
 
+def test_a_credit_past_the_largest_balance_is_rejected_and_the_batch_settles(ledger):
+    source, full, other = ledger.accounts("100.00", "9999999999990.00", "0.00")
+    ids = ledger.transactions((source, full, "20.00"), (source, other, "30.00"), status="cleared")
+
+    result = settle(ledger.conn, ids, AIRFLOW)
+
+    assert [type(o) for o in result.outcomes] == [Refused, Settled]
+    assert ledger.statuses(ids) == {ids[0]: "rejected", ids[1]: "settled"}
+    assert ledger.balances([source, full, other]) == {
+        source: D("70.00"), full: D("9999999999990.00"), other: D("30.00")}
+    assert ledger.conn.execute("SELECT status_reason_code, status_message FROM transactions WHERE transaction_id = %s",
+                               (ids[0],)).fetchone() == (
+        "DESTINATION_BALANCE_LIMIT_AT_SETTLEMENT", f"20.00 would take the balance of {full} past 9999999999999.99")
+    assert ledger.reconciliation_gaps([source, full, other]) == []
+
+
 def test_settling_the_same_batch_again_changes_nothing(ledger):
     source, destination = ledger.accounts("100.00", "0.00")
     ids = ledger.transactions((source, destination, "30.00"), (source, destination, "20.00"), status="cleared")

@@ -2,6 +2,8 @@
 
 from decimal import Decimal
 
+from ledgerflow.core.money import MAX_AMOUNT
+from ledgerflow.core.reasons import ReasonCode
 from ledgerflow.core.settlement import Refused, Settled, Transfer, settle_in_order
 
 D = Decimal
@@ -21,3 +23,15 @@ def test_transfers_apply_in_order_each_with_its_own_balances():
         Settled(Transfer("T4", "A", "B", D("40.00")), D("40.00"), D("0.00"), D("0.00"), D("40.00")),
     ]
     assert balances == {"A": D("0.00"), "B": D("40.00"), "C": D("65.00")}
+
+
+def test_a_credit_past_the_largest_balance_is_refused_and_changes_nothing():
+    balances = {"A": D("100.00"), "B": MAX_AMOUNT - D("10.00")}
+    outcomes = settle_in_order(balances, [Transfer("T1", "A", "B", D("10.01")),
+                                          Transfer("T2", "A", "B", D("10.00"))])
+
+    assert outcomes == [
+        Refused(Transfer("T1", "A", "B", D("10.01")), D("100.00"), ReasonCode.DESTINATION_BALANCE_LIMIT_AT_SETTLEMENT),
+        Settled(Transfer("T2", "A", "B", D("10.00")), D("100.00"), D("90.00"), MAX_AMOUNT - D("10.00"), MAX_AMOUNT),
+    ]
+    assert balances == {"A": D("90.00"), "B": MAX_AMOUNT}

@@ -4,6 +4,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
+from ledgerflow.core.money import MAX_AMOUNT
+from ledgerflow.core.reasons import ReasonCode
+
 
 @dataclass(frozen=True, slots=True)
 class Transfer:
@@ -24,19 +27,25 @@ class Settled:
 
 @dataclass(frozen=True, slots=True)
 class Refused:
-    """The source balance no longer covers the transfer."""
+    """A transfer that changes nothing: the source balance no longer covers it, or the destination balance
+    would pass the largest amount the ledger holds (a batch that tried to write it would fail as a whole)."""
     transfer: Transfer
-    available_balance: Decimal
+    available_balance: Decimal  # the source's balance when the transfer came up
+    reason_code: ReasonCode = ReasonCode.INSUFFICIENT_FUNDS_AT_SETTLEMENT
 
 
 def settle_in_order(balances: dict[str, Decimal], transfers: Iterable[Transfer]) -> list[Settled | Refused]:
     """Apply transfers one after another to `balances` (updated in place). A transfer the source
-    balance cannot cover is refused and changes nothing, so no balance ever goes below zero."""
+    balance cannot cover is refused and changes nothing, so no balance ever goes below zero; so is one
+    that would take the destination balance past MAX_AMOUNT."""
     outcomes: list[Settled | Refused] = []
     for transfer in transfers:
         from_before, to_before = balances[transfer.from_account], balances[transfer.to_account]
         if from_before < transfer.amount:
             outcomes.append(Refused(transfer, from_before))
+            continue
+        if to_before + transfer.amount > MAX_AMOUNT:
+            outcomes.append(Refused(transfer, from_before, ReasonCode.DESTINATION_BALANCE_LIMIT_AT_SETTLEMENT))
             continue
         balances[transfer.from_account] = from_before - transfer.amount
         balances[transfer.to_account] = to_before + transfer.amount

@@ -18,6 +18,7 @@ import msgspec
 from psycopg.pq import TransactionStatus
 
 from ledgerflow.core.audit import AuditContext
+from ledgerflow.core.money import MAX_AMOUNT
 from ledgerflow.core.reasons import ReasonCode
 from ledgerflow.core.settlement import Refused, Settled, Transfer, settle_in_order
 from ledgerflow.core.states import SETTLEABLE, Status, StatusChange
@@ -289,6 +290,9 @@ def settle(conn, transaction_ids: Iterable[str], context: AuditContext) -> Settl
 
 def _refusal(outcome: Refused, status: Status) -> StatusChange:
     transfer = outcome.transfer
-    return StatusChange(transfer.transaction_id, status, Status.REJECTED, ReasonCode.INSUFFICIENT_FUNDS_AT_SETTLEMENT,
-                        f"balance {outcome.available_balance} of {transfer.from_account} no longer covers "
-                        f"{transfer.amount}", available_balance=outcome.available_balance)
+    if outcome.reason_code == ReasonCode.INSUFFICIENT_FUNDS_AT_SETTLEMENT:
+        message = f"balance {outcome.available_balance} of {transfer.from_account} no longer covers {transfer.amount}"
+    else:
+        message = f"{transfer.amount} would take the balance of {transfer.to_account} past {MAX_AMOUNT}"
+    return StatusChange(transfer.transaction_id, status, Status.REJECTED, outcome.reason_code, message,
+                        available_balance=outcome.available_balance)
