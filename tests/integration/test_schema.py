@@ -153,13 +153,17 @@ def test_the_journal_is_append_only_and_nothing_with_a_history_can_be_truncated(
     assert ledger.reconciliation_gaps([source, destination]) == []
 
 
-def test_the_transfer_is_fixed_once_the_transaction_left_pending(ledger):
+def test_the_transfer_is_fixed_from_the_insert_on(ledger):
+    # clear records a decision after produce published the transfer: an edit in between would have the
+    # decision recorded for a transfer it was not made for
     source, destination, other = ledger.accounts("100.00", "0.00", "0.00")
     [pending] = ledger.transactions((source, destination, "1.00"))
     [cleared] = ledger.transactions((source, destination, "2.00"), status="cleared")
 
-    ledger.conn.execute("UPDATE transactions SET to_account = %s WHERE transaction_id = %s", (other, pending))
-    for change in ("amount = 3.00", "to_account = %(other)s"):
-        with pytest.raises(psycopg.errors.CheckViolation, match="amount and accounts cannot change"):
-            ledger.conn.execute(f"UPDATE transactions SET {change} WHERE transaction_id = %(id)s",
-                                {"id": cleared, "other": other})
+    for transaction_id in (pending, cleared):
+        for change in ("amount = 3.00", "from_account = %(other)s", "to_account = %(other)s"):
+            with pytest.raises(psycopg.errors.CheckViolation, match="amount and accounts cannot change"):
+                ledger.conn.execute(f"UPDATE transactions SET {change} WHERE transaction_id = %(id)s",
+                                    {"id": transaction_id, "other": other})
+    ledger.conn.execute("UPDATE transactions SET amount = 1.00, description = 'noted' WHERE transaction_id = %s",
+                        (pending,))  # the same transfer: allowed
