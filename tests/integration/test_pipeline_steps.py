@@ -233,29 +233,39 @@ def test_bad_messages_go_to_the_dead_letter_topic_with_the_reason_and_the_batch_
 def test_settle_dead_letters_a_bad_outcome_and_settles_the_rest(topics, producer, ledger):
     source, destination = ledger.accounts("1000.00", "0.00")
     [cleared] = ledger.transactions((source, destination, "100.00"), status="cleared")
+    [pending] = ledger.transactions((source, destination, "10.00"))
+    unknown = f"{ledger.prefix}-unknown"
     customer = Customer(ledger.customer, "Test Customer", "LOW")
-    outcome = encode(ClearedV1(
-        transaction_id=cleared, status=Status.CLEARED, reason_code=ReasonCode.CLEARED, reason="",
-        amount=Decimal("100.00"), from_account=source, to_account=destination, risk_score=0,
-        from_customer=customer, to_customer=customer, available_balance=None, cleared_at=datetime.now(UTC)))
+
+    def cleared_message(transaction_id: str) -> bytes:
+        return encode(ClearedV1(
+            transaction_id=transaction_id, status=Status.CLEARED, reason_code=ReasonCode.CLEARED, reason="",
+            amount=Decimal("100.00"), from_account=source, to_account=destination, risk_score=0,
+            from_customer=customer, to_customer=customer, available_balance=None, cleared_at=datetime.now(UTC)))
+
+    outcome = cleared_message(cleared)
     assert b'"reason":""' in outcome
     publish(producer, topics["in"], [
         # a message of the other contract on the cleared topic
         (b"k", transaction_message(ledger, cleared, "100.00", source, destination)),
         (b"k", outcome.replace(b'"reason":""', b'"reason":"\xff"')),  # not UTF-8 inside a string
+        (b"k", cleared_message(unknown)),  # clear publishes only what the ledger records
+        (b"k", cleared_message(pending)),
         (b"k", outcome),
     ])
-    messages = read_all(topics["in"], 3)
+    messages = read_all(topics["in"], 5)
     redis_client = RedisHook(redis_conn_id=topology.REDIS_CONN_ID).get_conn()
 
     result = settle_batch(ledger.conn, redis_client, producer, messages, CONTEXT, topics["dlq"],
                           projection_conn=ledger.conn).complete()
 
-    assert (result["settled"], result["dead_lettered"], result["projected"]) == (1, 2, 1)
+    assert (result["settled"], result["dead_lettered"], result["already_done"], result["projected"]) == (1, 4, 0, 1)
     assert ledger.balances([source, destination]) == {source: Decimal("900.00"), destination: Decimal("100.00")}
-    other_contract, not_utf8 = read_all(topics["dlq"], 2)
-    assert "`$.schema`" in dict(other_contract.headers())["reason"].decode()
-    assert dict(not_utf8.headers())["reason"].decode().startswith("not UTF-8")
+    assert ledger.statuses([pending]) == {pending: "pending"}
+    reasons = [dict(m.headers())["reason"].decode() for m in read_all(topics["dlq"], 4)]
+    assert "`$.schema`" in reasons[0] and reasons[1].startswith("not UTF-8"), reasons
+    assert set(reasons[2:]) == {f"transaction {unknown} is not in the ledger",
+                                f"the ledger has transaction {pending} pending"}
     assert redis_client.hget(f"settlement:{cleared}", "from_balance_after") == b"900.00"
 
 

@@ -5,7 +5,7 @@ from confluent_kafka import Message
 from ledgerflow.core.audit import AuditContext
 from ledgerflow.core.messages import ClearedV1, InvalidMessage, decode_cleared
 from ledgerflow.core.settlement import Settled
-from ledgerflow.core.states import SETTLEABLE
+from ledgerflow.core.states import SETTLEABLE, Status
 from ledgerflow.pipeline import BatchResult
 from ledgerflow.store.kafka import dead_letter
 from ledgerflow.store.ledger import LockedSettlement, SettlementResult
@@ -14,9 +14,9 @@ from ledgerflow.store.redis_projection import project
 
 def settle_batch(conn, redis_client, producer, messages: list[Message], context: AuditContext,
                  dead_letter_topic: str, *, projection_conn) -> BatchResult:
-    """Dead-letter what cannot be processed and lock the batch's cleared and cleared-with-conditions
-    transactions on `conn`, marking them settled (see LockedSettlement); the first follow-up settles them in
-    message order and commits (one database transaction from the lock on), the second writes the Redis
+    """Lock the batch's cleared and cleared-with-conditions transactions on `conn`, marking them settled (see
+    LockedSettlement), and dead-letter what cannot be processed or did not come from clear; the first
+    follow-up settles them in message order and commits (one database transaction from the lock on), the second writes the Redis
     record of every transaction in the batch as the ledger records it (rejections from clearance included),
     reading what this settlement did not decide on `projection_conn`.
 
@@ -25,23 +25,34 @@ def settle_batch(conn, redis_client, producer, messages: list[Message], context:
     both batches hold the same transaction, and the next settlement reads its balances only after this
     one has committed."""
     rejects: list[tuple[Message, str]] = []
-    outcomes: dict[str, ClearedV1] = {}
+    outcomes: dict[str, tuple[Message, ClearedV1]] = {}  # the first message per transaction
     for message in messages:
         decoded = decode_cleared(message.value() or b"")
         if isinstance(decoded, InvalidMessage):
             rejects.append((message, decoded.reason))
         else:
-            outcomes.setdefault(decoded.transaction_id, decoded)
+            outcomes.setdefault(decoded.transaction_id, (message, decoded))
 
-    dead_lettered = dead_letter(producer, dead_letter_topic, rejects)
-    locked = LockedSettlement(conn, [i for i, o in outcomes.items() if o.status in SETTLEABLE], context)
+    locked = LockedSettlement(conn, [i for i, (_, o) in outcomes.items() if o.status in SETTLEABLE], context)
+    # clear publishes only what it recorded: an outcome to settle whose transaction the ledger has not, or has
+    # still pending, did not come from clear
+    for transaction_id in locked.ordered_ids:
+        if (status := locked.statuses.get(transaction_id)) in (None, Status.PENDING):
+            rejects.append((outcomes[transaction_id][0], f"transaction {transaction_id} is not in the ledger"
+                            if status is None else f"the ledger has transaction {transaction_id} pending"))
+    try:
+        dead_lettered = dead_letter(producer, dead_letter_topic, rejects)
+    except BaseException:
+        locked.abandon()
+        raise
     settlement: list[SettlementResult] = []  # the first follow-up's result, for the second
 
     def apply_transfers() -> dict[str, int]:
         settlement.append(result := locked.complete())
         settled = sum(isinstance(o, Settled) for o in result.outcomes)
         return {"settled": settled, "rejected_at_settlement": len(result.outcomes) - settled,
-                "already_done": len(result.not_settleable)}
+                "already_done": sum(status not in ("unknown", Status.PENDING)
+                                    for status in result.not_settleable.values())}
 
     def write_records() -> dict[str, int]:
         projected = project(projection_conn, redis_client, list(outcomes), settlement[0])
