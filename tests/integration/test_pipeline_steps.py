@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 from airflow.providers.apache.kafka.hooks.client import KafkaAdminClientHook
 from airflow.providers.redis.hooks.redis import RedisHook
+from psycopg.pq import TransactionStatus
 
 from ledgerflow import topology
 from ledgerflow.core.audit import AuditContext
@@ -20,6 +21,7 @@ from ledgerflow.core.messages import (ClearedV1, Customer, TransactionV1, decode
                                       encode)
 from ledgerflow.core.reasons import ReasonCode
 from ledgerflow.core.rules import risk_score
+from ledgerflow.core.settlement import Settled
 from ledgerflow.core.states import Status
 from ledgerflow.operators.batches import KafkaBatchOperator
 from ledgerflow.operators.settle import SettleTransactionsOperator
@@ -77,6 +79,14 @@ def transaction_message(ledger, transaction_id: str, amount: str, from_account: 
         transaction_type="TRANSFER", description=None, created_at=datetime.now(UTC), from_customer=customer,
         to_customer=customer, from_account_type="CHECKING", to_account_type="CHECKING",
         from_balance=Decimal("0.00"), to_balance=Decimal("0.00"), risk_score=0))
+
+
+def cleared_message(ledger, transaction_id: str, amount: str, from_account: str, to_account: str) -> bytes:
+    customer = Customer(ledger.customer, "Test Customer", "LOW")
+    return encode(ClearedV1(
+        transaction_id=transaction_id, status=Status.CLEARED, reason_code=ReasonCode.CLEARED, reason="",
+        amount=Decimal(amount), from_account=from_account, to_account=to_account, risk_score=0,
+        from_customer=customer, to_customer=customer, available_balance=None, cleared_at=datetime.now(UTC)))
 
 
 def test_produce_publishes_a_window_in_creation_order_each_message_enriched_with_both_parties(topics, producer,
@@ -205,16 +215,18 @@ def test_bad_messages_go_to_the_dead_letter_topic_with_the_reason_and_the_batch_
         (b"k", transaction_message(ledger, unknown, "10.00", source, destination)),
         (b"k", good_message),
         (b"k", transaction_message(ledger, written_long, "20.000", source, destination)),
+        (b"k", transaction_message(ledger, good, "888.00", source, destination)),  # and one after it
+        (b"k", good_message),  # a copy: decided once
     ])
-    messages = read_all(topics["in"], 8)
+    messages = read_all(topics["in"], 10)
 
     result = clear_batch(ledger.conn, producer, messages, load_rules(), CONTEXT, topics["out"], topics["dlq"],
                          recording_conn=ledger.conn).complete()
 
-    assert (result["decided"], result["published"], result["dead_lettered"]) == (2, 2, 6)
+    assert (result["decided"], result["published"], result["dead_lettered"]) == (2, 2, 7)
     assert ledger.statuses([good, disagreeing, written_long]) == {
         good: "cleared", disagreeing: "pending", written_long: "cleared"}
-    dead = read_all(topics["dlq"], 6)
+    dead = read_all(topics["dlq"], 7)
     reasons = [dict(m.headers())["reason"].decode() for m in dead]
     assert reasons[0].startswith("JSON is malformed"), reasons[0]
     assert reasons[1].startswith("not UTF-8"), reasons[1]
@@ -222,7 +234,8 @@ def test_bad_messages_go_to_the_dead_letter_topic_with_the_reason_and_the_batch_
     assert "message says 999.00" in reasons[3] and "the ledger says 100.00" in reasons[3], reasons[3]
     assert "message says 5000.00" in reasons[4] and "the ledger says 50.00" in reasons[4], reasons[4]
     assert f"transaction {unknown} is not in the ledger" == reasons[5]
-    assert [dict(m.headers())["source_offset"] for m in dead] == [str(i).encode() for i in range(6)]
+    assert "message says 888.00" in reasons[6], reasons[6]
+    assert [dict(m.headers())["source_offset"] for m in dead] == [b"0", b"1", b"2", b"3", b"4", b"5", b"8"]
     assert dead[0].value() == b"not json at all", "a dead letter carries the message unchanged"
 
     outcomes = [decode_cleared(m.value()) for m in read_all(topics["out"], 2)]
@@ -235,22 +248,14 @@ def test_settle_dead_letters_a_bad_outcome_and_settles_the_rest(topics, producer
     [cleared] = ledger.transactions((source, destination, "100.00"), status="cleared")
     [pending] = ledger.transactions((source, destination, "10.00"))
     unknown = f"{ledger.prefix}-unknown"
-    customer = Customer(ledger.customer, "Test Customer", "LOW")
-
-    def cleared_message(transaction_id: str) -> bytes:
-        return encode(ClearedV1(
-            transaction_id=transaction_id, status=Status.CLEARED, reason_code=ReasonCode.CLEARED, reason="",
-            amount=Decimal("100.00"), from_account=source, to_account=destination, risk_score=0,
-            from_customer=customer, to_customer=customer, available_balance=None, cleared_at=datetime.now(UTC)))
-
-    outcome = cleared_message(cleared)
+    outcome = cleared_message(ledger, cleared, "100.00", source, destination)
     assert b'"reason":""' in outcome
     publish(producer, topics["in"], [
+        (b"k", cleared_message(ledger, unknown, "1.00", source, destination)),  # clear publishes only what the
+        (b"k", cleared_message(ledger, pending, "10.00", source, destination)),  # ledger records
         # a message of the other contract on the cleared topic
         (b"k", transaction_message(ledger, cleared, "100.00", source, destination)),
         (b"k", outcome.replace(b'"reason":""', b'"reason":"\xff"')),  # not UTF-8 inside a string
-        (b"k", cleared_message(unknown)),  # clear publishes only what the ledger records
-        (b"k", cleared_message(pending)),
         (b"k", outcome),
     ])
     messages = read_all(topics["in"], 5)
@@ -262,11 +267,33 @@ def test_settle_dead_letters_a_bad_outcome_and_settles_the_rest(topics, producer
     assert (result["settled"], result["dead_lettered"], result["already_done"], result["projected"]) == (1, 4, 0, 1)
     assert ledger.balances([source, destination]) == {source: Decimal("900.00"), destination: Decimal("100.00")}
     assert ledger.statuses([pending]) == {pending: "pending"}
-    reasons = [dict(m.headers())["reason"].decode() for m in read_all(topics["dlq"], 4)]
-    assert "`$.schema`" in reasons[0] and reasons[1].startswith("not UTF-8"), reasons
-    assert set(reasons[2:]) == {f"transaction {unknown} is not in the ledger",
-                                f"the ledger has transaction {pending} pending"}
+    dead = read_all(topics["dlq"], 4)
+    assert [dict(m.headers())["source_offset"] for m in dead] == [b"0", b"1", b"2", b"3"], "in the order they came"
+    reasons = [dict(m.headers())["reason"].decode() for m in dead]
+    assert reasons[:2] == [f"transaction {unknown} is not in the ledger",
+                           f"the ledger has transaction {pending} pending"]
+    assert "`$.schema`" in reasons[2] and reasons[3].startswith("not UTF-8"), reasons
     assert redis_client.hget(f"settlement:{cleared}", "from_balance_after") == b"900.00"
+
+
+def test_a_settlement_whose_dead_letters_are_not_delivered_is_rolled_back_and_locks_nothing(topics, producer, ledger):
+    source, destination = ledger.accounts("1000.00", "0.00")
+    [cleared] = ledger.transactions((source, destination, "100.00"), status="cleared")
+    publish(producer, topics["in"], [(b"k", b"not json"),
+                                     (b"k", cleared_message(ledger, cleared, "100.00", source, destination))])
+    messages = read_all(topics["in"], 2)
+    conn = open_pg()
+    try:
+        with pytest.raises(DeliveryFailed):
+            settle_batch(conn, None, producer, messages, CONTEXT, f"{ledger.prefix}-no-such-topic",
+                         projection_conn=ledger.conn)
+
+        assert conn.info.transaction_status == TransactionStatus.IDLE
+    finally:
+        conn.close()
+    assert ledger.statuses([cleared]) == {cleared: "cleared"}
+    ledger.conn.execute("SET lock_timeout = '2s'")  # a transaction left locked would fail the settlement below
+    assert [type(o) for o in settle(ledger.conn, [cleared], CONTEXT).outcomes] == [Settled]
 
 
 def test_settle_drains_batch_after_batch_on_its_connections_in_turn_and_settles_a_redelivery_once(

@@ -66,25 +66,23 @@ def clear_batch(conn, producer, messages: list[Message], rules: RulesConfig, con
 
     ids = list(dict.fromkeys(decoded.transaction_id for _, decoded in received))
     rows = {row[0]: row for row in conn.execute(SELECT_TRANSACTIONS, (ids,)).fetchall()}
-    # The first message per transaction that agrees with the ledger: a copy that disagrees is dead-lettered
-    # whether it comes before or after the true one.
+    # Every message that disagrees with the ledger is dead-lettered, before or after the true one; of those
+    # that agree, the first per transaction is decided (the others are copies: redeliveries).
     batch: dict[str, TransactionV1] = {}
     for message, decoded in received:
-        if decoded.transaction_id in batch:
-            continue  # a copy of a message taken already: a redelivery
         if problem := _disagreement(decoded, rows.get(decoded.transaction_id)):
             rejects.append((message, problem))
         else:
-            batch[decoded.transaction_id] = decoded
+            batch.setdefault(decoded.transaction_id, decoded)
 
     pending = [m for m in batch.values() if rows[m.transaction_id][1] == Status.PENDING]
     numbers = sorted({n for m in pending for n in (m.from_account, m.to_account)})
     accounts = {n: Account(n, status, balance)
                 for n, status, balance in conn.execute(SELECT_ACCOUNTS, (numbers,)).fetchall()}
-    # The ledger's amount, which the message's equals but may write differently (10.000 for 10.00).
+    # The transfer as the ledger has it, which the message's equals but may write differently (10.000 for 10.00).
     decisions = decide_clearance(
-        [ClearanceRequest(m.transaction_id, rows[m.transaction_id][2], m.from_account, m.to_account, m.risk_score)
-         for m in pending], accounts, rules)
+        [ClearanceRequest(m.transaction_id, *rows[m.transaction_id][2:5], m.risk_score) for m in pending],
+        accounts, rules)
 
     changes = [StatusChange(d.transaction_id, Status.PENDING, d.status, d.reason_code, d.message,
                             risk_score=m.risk_score, available_balance=d.available_balance)

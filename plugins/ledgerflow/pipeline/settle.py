@@ -1,5 +1,7 @@
 """settle: apply a batch of clearance outcomes to the ledger atomically, then project it to Redis."""
 
+from contextlib import suppress
+
 from confluent_kafka import Message
 
 from ledgerflow.core.audit import AuditContext
@@ -16,9 +18,9 @@ def settle_batch(conn, redis_client, producer, messages: list[Message], context:
                  dead_letter_topic: str, *, projection_conn) -> BatchResult:
     """Lock the batch's cleared and cleared-with-conditions transactions on `conn`, marking them settled (see
     LockedSettlement), and dead-letter what cannot be processed or did not come from clear; the first
-    follow-up settles them in message order and commits (one database transaction from the lock on), the second writes the Redis
-    record of every transaction in the batch as the ledger records it (rejections from clearance included),
-    reading what this settlement did not decide on `projection_conn`.
+    follow-up settles them in message order and commits (one database transaction from the lock on), the
+    second writes the Redis record of every transaction in the batch as the ledger records it (rejections
+    from clearance included), reading what this settlement did not decide on `projection_conn`.
 
     The caller may take up the next batch while these follow-ups run, on another connection than `conn`
     and `projection_conn`: its lock waits for no account, so it does not wait for this settlement unless
@@ -36,14 +38,15 @@ def settle_batch(conn, redis_client, producer, messages: list[Message], context:
     locked = LockedSettlement(conn, [i for i, (_, o) in outcomes.items() if o.status in SETTLEABLE], context)
     # clear publishes only what it recorded: an outcome to settle whose transaction the ledger has not, or has
     # still pending, did not come from clear
-    for transaction_id in locked.ordered_ids:
-        if (status := locked.statuses.get(transaction_id)) in (None, Status.PENDING):
-            rejects.append((outcomes[transaction_id][0], f"transaction {transaction_id} is not in the ledger"
-                            if status is None else f"the ledger has transaction {transaction_id} pending"))
+    not_from_clear = {i: f"transaction {i} is not in the ledger" if status is None
+                      else f"the ledger has transaction {i} pending"
+                      for i in locked.ordered_ids if (status := locked.statuses.get(i)) in (None, Status.PENDING)}
+    rejects += [(outcomes[i][0], reason) for i, reason in not_from_clear.items()]
     try:
         dead_lettered = dead_letter(producer, dead_letter_topic, rejects)
     except BaseException:
-        locked.abandon()
+        with suppress(Exception):  # the error that got here is the one to report
+            locked.abandon()
         raise
     settlement: list[SettlementResult] = []  # the first follow-up's result, for the second
 
@@ -51,8 +54,7 @@ def settle_batch(conn, redis_client, producer, messages: list[Message], context:
         settlement.append(result := locked.complete())
         settled = sum(isinstance(o, Settled) for o in result.outcomes)
         return {"settled": settled, "rejected_at_settlement": len(result.outcomes) - settled,
-                "already_done": sum(status not in ("unknown", Status.PENDING)
-                                    for status in result.not_settleable.values())}
+                "already_done": sum(i not in not_from_clear for i in result.not_settleable)}
 
     def write_records() -> dict[str, int]:
         projected = project(projection_conn, redis_client, list(outcomes), settlement[0])

@@ -141,9 +141,10 @@ def group_backlog(topic: str, group_id: str, kafka_config_id: str) -> int:
 
 def dead_letter(producer: Producer, topic: str, rejects: Sequence[tuple[Message, str]]) -> int:
     """Send messages that cannot be processed to the dead-letter topic, unchanged, with the reason and
-    where they came from in headers."""
+    where they came from in headers, in the order they came (callers find them in more than one pass)."""
     if not rejects:
         return 0
+    rejects = sorted(rejects, key=lambda reject: (reject[0].topic() or "", reject[0].partition(), reject[0].offset()))
     return publish(producer, topic, ((message.key(), message.value() or b"") for message, _ in rejects),
                    headers_of=lambda i: [("reason", rejects[i][1].encode()),
                                          ("source_topic", (rejects[i][0].topic() or "").encode()),

@@ -4,8 +4,9 @@ Functions take a psycopg 3 connection (PostgresHook(...).get_conn()) in autocomm
 each unit of work in one database transaction. The database audits every status change itself
 (trigger on transactions); these functions only name the actor, via AuditContext.
 
-A batch's ids travel as one array in binary (`ANY(%b)`, here and in the pipeline's other queries): in text
-format psycopg quotes a list element by element in Python, 9 ms a round trip for 10,000 ids against 3 ms.
+A list of transaction or account ids travels as one binary array (`ANY(%b)`, here and in the pipeline's other
+queries): in text format psycopg quotes it element by element in Python, 9 ms a round trip for 10,000 ids
+against 3 ms.
 """
 
 from collections.abc import Iterable, Iterator, Sequence
