@@ -276,6 +276,13 @@ def test_settle_dead_letters_a_bad_outcome_and_settles_the_rest(topics, producer
     assert redis_client.hget(f"settlement:{cleared}", "from_balance_after") == b"900.00"
 
 
+class QuickToFailProducerHook(LedgerflowProducerHook):
+    """Gives up on a delivery after 2 s instead of 30."""
+
+    def _get_client(self, config):
+        return super()._get_client({**config, "message.timeout.ms": 2000})
+
+
 def test_a_settlement_whose_dead_letters_are_not_delivered_is_rolled_back_and_locks_nothing(topics, producer, ledger):
     source, destination = ledger.accounts("1000.00", "0.00")
     [cleared] = ledger.transactions((source, destination, "100.00"), status="cleared")
@@ -285,8 +292,8 @@ def test_a_settlement_whose_dead_letters_are_not_delivered_is_rolled_back_and_lo
     conn = open_pg()
     try:
         with pytest.raises(DeliveryFailed):
-            settle_batch(conn, None, producer, messages, CONTEXT, f"{ledger.prefix}-no-such-topic",
-                         projection_conn=ledger.conn)
+            settle_batch(conn, None, QuickToFailProducerHook(kafka_config_id=topology.KAFKA_CONN_ID).get_producer(),
+                         messages, CONTEXT, f"{ledger.prefix}-no-such-topic", projection_conn=ledger.conn)
 
         assert conn.info.transaction_status == TransactionStatus.IDLE
     finally:
