@@ -309,11 +309,7 @@ def test_settle_drains_batch_after_batch_on_its_connections_in_turn_and_settles_
     taken in turn; a transaction delivered again in a later batch is settled once."""
     source, destination = ledger.accounts("1000.00", "0.00")
     ids = ledger.transactions(*[(source, destination, "10.00")] * 7, status="cleared")
-    customer = Customer(ledger.customer, "Test Customer", "LOW")
-    outcome = {i: encode(ClearedV1(
-        transaction_id=i, status=Status.CLEARED, reason_code=ReasonCode.CLEARED, reason="", amount=Decimal("10.00"),
-        from_account=source, to_account=destination, risk_score=0, from_customer=customer, to_customer=customer,
-        available_balance=None, cleared_at=datetime.now(UTC))) for i in ids}
+    outcome = {i: cleared_message(ledger, i, "10.00", source, destination) for i in ids}
     publish(producer, topics["in"], [(source.encode(), outcome[i]) for i in [*ids, ids[2]]])
     group_id = f"test-{uuid.uuid4().hex[:8]}"
     operator = SettleTransactionsOperator(
