@@ -81,10 +81,11 @@ def transaction_message(ledger, transaction_id: str, amount: str, from_account: 
         from_balance=Decimal("0.00"), to_balance=Decimal("0.00"), risk_score=0))
 
 
-def cleared_message(ledger, transaction_id: str, amount: str, from_account: str, to_account: str) -> bytes:
+def cleared_message(ledger, transaction_id: str, amount: str, from_account: str, to_account: str,
+                    status: Status = Status.CLEARED, reason_code: ReasonCode = ReasonCode.CLEARED) -> bytes:
     customer = Customer(ledger.customer, "Test Customer", "LOW")
     return encode(ClearedV1(
-        transaction_id=transaction_id, status=Status.CLEARED, reason_code=ReasonCode.CLEARED, reason="",
+        transaction_id=transaction_id, status=status, reason_code=reason_code, reason="",
         amount=Decimal(amount), from_account=from_account, to_account=to_account, risk_score=0,
         from_customer=customer, to_customer=customer, available_balance=None, cleared_at=datetime.now(UTC)))
 
@@ -276,6 +277,43 @@ def test_settle_dead_letters_a_bad_outcome_and_settles_the_rest(topics, producer
     assert redis_client.hget(f"settlement:{cleared}", "from_balance_after") == b"900.00"
 
 
+def test_settle_dead_letters_outcomes_the_ledger_holds_neither_settled_nor_rejected(topics, producer, ledger):
+    """Clear publishes an outcome only once the ledger records it: a rejection of a transaction the ledger has
+    not rejected, or an outcome to settle of one under review, did not come from clear. A false rejection
+    ahead of a transaction's outcome to settle does not keep it from settling."""
+    source, destination = ledger.accounts("1000.00", "0.00")
+    cleared, behind_a_false_rejection = ledger.transactions(
+        (source, destination, "100.00"), (source, destination, "30.00"), status="cleared")
+    [pending] = ledger.transactions((source, destination, "10.00"))
+    [in_review] = ledger.transactions((source, destination, "20.00"), status="requires_manual_review")
+    unknown = f"{ledger.prefix}-unknown"
+    rejection = partial(cleared_message, ledger, status=Status.REJECTED, reason_code=ReasonCode.INSUFFICIENT_FUNDS)
+    publish(producer, topics["in"], [
+        (b"k", rejection(unknown, "1.00", source, destination)),
+        (b"k", rejection(pending, "10.00", source, destination)),
+        (b"k", rejection(behind_a_false_rejection, "30.00", source, destination)),
+        (b"k", cleared_message(ledger, in_review, "20.00", source, destination)),
+        (b"k", cleared_message(ledger, cleared, "100.00", source, destination)),
+        (b"k", cleared_message(ledger, behind_a_false_rejection, "30.00", source, destination)),
+    ])
+    messages = read_all(topics["in"], 6)
+    redis_client = RedisHook(redis_conn_id=topology.REDIS_CONN_ID).get_conn()
+
+    result = settle_batch(ledger.conn, redis_client, producer, messages, CONTEXT, topics["dlq"],
+                          projection_conn=ledger.conn).complete()
+
+    assert (result["settled"], result["dead_lettered"], result["already_done"], result["projected"]) == (2, 3, 0, 2)
+    assert ledger.balances([source, destination]) == {source: Decimal("870.00"), destination: Decimal("130.00")}
+    assert ledger.statuses([pending, in_review, behind_a_false_rejection]) == {
+        pending: "pending", in_review: "requires_manual_review", behind_a_false_rejection: "settled"}
+    dead = read_all(topics["dlq"], 3)
+    assert [dict(m.headers())["source_offset"] for m in dead] == [b"0", b"1", b"3"]
+    assert [dict(m.headers())["reason"].decode() for m in dead] == [
+        f"the ledger holds transaction {i} neither settled nor rejected" for i in (unknown, pending, in_review)]
+    assert redis_client.hget(f"settlement:{behind_a_false_rejection}", "from_balance_after") == b"870.00"
+    assert not redis_client.exists(f"rejected:{unknown}", f"rejected:{pending}", f"rejected:{behind_a_false_rejection}")
+
+
 class QuickToFailProducerHook(LedgerflowProducerHook):
     """Gives up on a delivery after 2 s instead of 30."""
 
@@ -342,10 +380,10 @@ def test_the_redis_records_of_a_settlement_are_those_the_ledger_rebuilds(ledger)
     keys = [f"settlement:{ids[0]}", f"rejected:{ids[1]}", f"settlement:{ids[2]}"]
 
     result = settle(ledger.conn, ids, CONTEXT)
-    assert project(ledger.conn, redis_client, ids, result) == ProjectionResult(settled=2, rejected=1)
+    assert project(ledger.conn, redis_client, ids, result) == ProjectionResult(settled=2, rejected=1, not_terminal=[])
     from_settlement = [redis_client.hgetall(key) for key in keys]
     redis_client.delete(*keys)
-    assert project(ledger.conn, redis_client, ids) == ProjectionResult(settled=2, rejected=1)
+    assert project(ledger.conn, redis_client, ids) == ProjectionResult(settled=2, rejected=1, not_terminal=[])
     from_ledger = [redis_client.hgetall(key) for key in keys]
 
     assert from_settlement == from_ledger

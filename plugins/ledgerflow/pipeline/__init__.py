@@ -4,6 +4,7 @@ Operators in ledgerflow.operators open the connections through the providers' ho
 tests call them directly against the real services too.
 """
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -27,11 +28,12 @@ class BatchResult:
     abandon: Callable[[], None] = _nothing_to_undo
 
     def complete(self) -> dict[str, int]:
-        counts = dict(self.counts)
+        """Run the follow-ups here, in order; the counts of all, added up (as the operator adds them)."""
+        counts = Counter(self.counts)
         try:
             for follow_up in self.follow_ups:
                 counts.update(follow_up())
         except BaseException:
             self.abandon()
             raise
-        return counts
+        return dict(counts)

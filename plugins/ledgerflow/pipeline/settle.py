@@ -7,7 +7,7 @@ from confluent_kafka import Message
 from ledgerflow.core.audit import AuditContext
 from ledgerflow.core.messages import ClearedV1, InvalidMessage, decode_cleared
 from ledgerflow.core.settlement import Settled
-from ledgerflow.core.states import SETTLEABLE, Status
+from ledgerflow.core.states import SETTLEABLE, TERMINAL, Status
 from ledgerflow.pipeline import BatchResult
 from ledgerflow.store.kafka import dead_letter
 from ledgerflow.store.ledger import LockedSettlement, SettlementResult
@@ -20,20 +20,26 @@ def settle_batch(conn, redis_client, producer, messages: list[Message], context:
     LockedSettlement), and dead-letter what cannot be processed or did not come from clear; the first
     follow-up settles them in message order and commits (one database transaction from the lock on), the
     second writes the Redis record of every transaction in the batch as the ledger records it (rejections
-    from clearance included), reading what this settlement did not decide on `projection_conn`.
+    from clearance included), reading what this settlement did not decide on `projection_conn`, and
+    dead-letters the outcomes whose transaction the ledger holds neither settled nor rejected.
 
     The caller may take up the next batch while these follow-ups run, on another connection than `conn`
     and `projection_conn`: its lock waits for no account, so it does not wait for this settlement unless
     both batches hold the same transaction, and the next settlement reads its balances only after this
     one has committed."""
     rejects: list[tuple[Message, str]] = []
-    outcomes: dict[str, tuple[Message, ClearedV1]] = {}  # the first message per transaction
+    # Per transaction, its first outcome to settle, else its first outcome. An outcome to settle goes first: the
+    # ledger, not a rejection ahead of it, says whether it settles (a rejection may be false, or may be true
+    # and newer: rejected at settlement, then published again by a re-drive); the records show the ledger.
+    outcomes: dict[str, tuple[Message, ClearedV1]] = {}
     for message in messages:
         decoded = decode_cleared(message.value() or b"")
         if isinstance(decoded, InvalidMessage):
             rejects.append((message, decoded.reason))
-        else:
-            outcomes.setdefault(decoded.transaction_id, (message, decoded))
+        elif (kept := outcomes.get(decoded.transaction_id)) is None or (
+                decoded.status in SETTLEABLE and kept[1].status not in SETTLEABLE):
+            outcomes.pop(decoded.transaction_id, None)  # it settles in its own place in the message order
+            outcomes[decoded.transaction_id] = (message, decoded)
 
     locked = LockedSettlement(conn, [i for i, (_, o) in outcomes.items() if o.status in SETTLEABLE], context)
     # clear publishes only what it recorded: an outcome to settle whose transaction the ledger has not, or has
@@ -54,10 +60,15 @@ def settle_batch(conn, redis_client, producer, messages: list[Message], context:
         settlement.append(result := locked.complete())
         settled = sum(isinstance(o, Settled) for o in result.outcomes)
         return {"settled": settled, "rejected_at_settlement": len(result.outcomes) - settled,
-                "already_done": sum(i not in not_from_clear for i in result.not_settleable)}
+                "already_done": sum(status in TERMINAL for status in result.not_settleable.values())}
 
     def write_records() -> dict[str, int]:
         projected = project(projection_conn, redis_client, list(outcomes), settlement[0])
-        return {"projected": projected.settled + projected.rejected}
+        # Every outcome this batch settled is terminal now, and a rejection is published once recorded: an
+        # outcome whose transaction the ledger still holds neither settled nor rejected did not come from clear.
+        unrecorded = [(outcomes[i][0], f"the ledger holds transaction {i} neither settled nor rejected")
+                      for i in projected.not_terminal if i not in not_from_clear]
+        return {"projected": projected.settled + projected.rejected,
+                "dead_lettered": dead_letter(producer, dead_letter_topic, unrecorded)}
 
     return BatchResult({"dead_lettered": dead_lettered}, (apply_transfers, write_records), abandon=locked.abandon)

@@ -36,6 +36,7 @@ SELECT t.transaction_id, t.status, t.amount, t.from_account, t.to_account, t.ris
 class ProjectionResult:
     settled: int
     rejected: int
+    not_terminal: list[str]  # the given transactions the ledger holds neither settled nor rejected: no record
 
 
 def _text(value) -> str:
@@ -109,8 +110,9 @@ def settlement_rows(conn, result: SettlementResult) -> list[tuple]:
 
 def project(conn, redis_client, transaction_ids: Sequence[str], settlement: SettlementResult | None = None
             ) -> ProjectionResult:
-    """Write the hashes of the given transactions that are settled or rejected, in one round trip. Those
-    that `settlement` (just committed) decided are built from it; the rest are read from the ledger."""
+    """Write the hashes of the given transactions that are settled or rejected, in one round trip, and say
+    which are neither. Those that `settlement` (just committed) decided are built from it; the rest are read
+    from the ledger."""
     rows = settlement_rows(conn, settlement) if settlement and settlement.outcomes else []
     decided = {row[0] for row in rows}
     rest = [i for i in transaction_ids if i not in decided]
@@ -120,4 +122,5 @@ def project(conn, redis_client, transaction_ids: Sequence[str], settlement: Sett
     if commands:
         _write(redis_client, commands)
     settled = sum(row[1] == "settled" for row in rows)
-    return ProjectionResult(settled, len(rows) - settled)
+    terminal = {row[0] for row in rows}
+    return ProjectionResult(settled, len(rows) - settled, [i for i in transaction_ids if i not in terminal])
