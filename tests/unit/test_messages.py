@@ -108,12 +108,16 @@ def test_invalid_utf8_inside_a_string_is_an_invalid_message_not_an_exception():
     assert isinstance(decoded, InvalidMessage) and "UTF-8" in decoded.reason
 
 
-def test_an_identifier_with_nul_is_invalid_as_postgresql_cannot_store_it():
-    data = encode(transaction()).replace(b'"TXN001"', b'"TXN\\u0000001"')
+@pytest.mark.parametrize(("identifier", "where"), [
+    (b'"TXN001"', "transaction_id"), (b'"ACC001"', "from_account"), (b'"ACC002"', "to_account"),
+    (b'"CUST002"', "customer_id")])
+def test_an_identifier_with_nul_is_invalid_as_postgresql_cannot_store_it(identifier, where):
+    data = encode(transaction()).replace(identifier, identifier[:-1] + b'\\u0000"')
 
     decoded = decode_transaction(data)
 
-    assert isinstance(decoded, InvalidMessage) and "$.transaction_id" in decoded.reason
+    nested = " - at `$.to_customer`" if where == "customer_id" else ""
+    assert decoded == InvalidMessage(f"`{where}` contains NUL, which PostgreSQL cannot store{nested}")
 
 
 def test_a_transaction_message_is_not_a_cleared_message():

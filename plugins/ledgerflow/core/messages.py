@@ -25,8 +25,10 @@ from ledgerflow.core.money import amount_problem
 from ledgerflow.core.reasons import ReasonCode
 from ledgerflow.core.states import Status
 
-# No NUL: PostgreSQL cannot store it in text, and a query with one fails for the whole batch.
-Identifier = Annotated[str, msgspec.Meta(min_length=1, max_length=50, pattern="^[^\x00]+$")]
+# No NUL: PostgreSQL cannot store it in text, and a query with one fails for the whole batch. The JSON Schema
+# says so with a pattern; the messages check it in __post_init__, as msgspec matches a pattern with Python's re,
+# field by field: that took 2 of the 4.6 µs a transaction message took to decode.
+Identifier = Annotated[str, msgspec.Meta(min_length=1, max_length=50, extra_json_schema={"pattern": "^[^\x00]+$"})]
 Score = Annotated[int, msgspec.Meta(ge=0, le=100)]
 
 
@@ -44,10 +46,19 @@ def _require_timezone(field: str, value: datetime) -> None:
         raise ValueError(f"`{field}` must carry a UTC offset")
 
 
+def _require_no_nul(message: msgspec.Struct, *identifiers: str) -> None:
+    for field in identifiers:
+        if "\x00" in getattr(message, field):
+            raise ValueError(f"`{field}` contains NUL, which PostgreSQL cannot store")
+
+
 class Customer(msgspec.Struct, frozen=True):
     customer_id: Identifier
     name: str
     risk_level: RiskLevel
+
+    def __post_init__(self):
+        _require_no_nul(self, "customer_id")
 
 
 class TransactionV1(msgspec.Struct, frozen=True, tag_field="schema", tag="ledgerflow.transaction.v1"):
@@ -68,6 +79,7 @@ class TransactionV1(msgspec.Struct, frozen=True, tag_field="schema", tag="ledger
     risk_score: Score
 
     def __post_init__(self):
+        _require_no_nul(self, "transaction_id", "from_account", "to_account")
         _require_money("amount", self.amount)
         _require_money("from_balance", self.from_balance)
         _require_money("to_balance", self.to_balance)
@@ -95,6 +107,7 @@ class ClearedV1(msgspec.Struct, frozen=True, tag_field="schema", tag="ledgerflow
     def __post_init__(self):
         if self.status not in PUBLISHED_CLEARANCE_OUTCOMES:
             raise ValueError(f"`status` {self.status} is not a published clearance outcome")
+        _require_no_nul(self, "transaction_id", "from_account", "to_account")
         _require_money("amount", self.amount)
         _require_money("available_balance", self.available_balance)
         _require_timezone("cleared_at", self.cleared_at)
