@@ -9,6 +9,7 @@ from decimal import Decimal
 from functools import partial
 from types import SimpleNamespace
 
+import psycopg
 import pytest
 from airflow.providers.apache.kafka.hooks.client import KafkaAdminClientHook
 from airflow.providers.redis.hooks.redis import RedisHook
@@ -109,13 +110,13 @@ def test_produce_publishes_a_window_in_creation_order_each_message_enriched_with
         cursor.executemany("INSERT INTO transactions (transaction_id, amount, from_account, to_account, created_at) "
                            "VALUES (%s, %s, %s, %s, %s)", rows)
     rules = load_rules()
-    reader, writer = open_pg(), open_pg()
+    reader, *writers = open_pg(), open_pg(), open_pg()
     try:
-        result = produce_window(reader, writer, producer, topics["in"], rules, start=start,
+        result = produce_window(reader, writers, producer, topics["in"], rules, start=start,
                                 end=start + timedelta(minutes=1), redrive=True, batch_size=2)
     finally:
-        reader.close()
-        writer.close()
+        for conn in (reader, *writers):
+            conn.close()
 
     assert (result.published, result.batches) == (3, 2)
     received = read_all(topics["in"], 3)
@@ -147,7 +148,7 @@ def test_a_batch_the_broker_does_not_acknowledge_stops_produce_before_anything_i
     reader, writer = open_pg(), open_pg()
     try:
         with pytest.raises(DeliveryFailed, match=f"of 1 messages to {missing_topic} failed"):
-            produce_window(reader, writer, impatient, missing_topic, load_rules(), start=created,
+            produce_window(reader, [writer], impatient, missing_topic, load_rules(), start=created,
                            end=created + timedelta(microseconds=1), redrive=True, batch_size=1)
     finally:
         reader.close()
@@ -157,6 +158,30 @@ def test_a_batch_the_broker_does_not_acknowledge_stops_produce_before_anything_i
     recorded = ledger.conn.execute("SELECT count(*) FROM transactions WHERE transaction_id = ANY(%s) "
                                    "AND published_at IS NOT NULL", (ids,)).fetchone()[0]
     assert recorded == 0
+
+
+def test_a_batch_recorded_in_parts_is_recorded_by_each_part_and_fails_if_a_part_fails(topics, producer, ledger):
+    """Each writer records its part of a batch in a database transaction of its own: a part that fails fails
+    the run, once the other parts are done, and its transactions stay unpublished, to go out again."""
+    source, destination = ledger.accounts("1000.00", "0.00")
+    ids = ledger.transactions(*[(source, destination, "1.00")] * 4)
+    created = ledger.conn.execute("SELECT min(created_at), max(created_at) FROM transactions "
+                                  "WHERE transaction_id = ANY(%s)", (ids,)).fetchone()
+    reader, first, second = open_pg(), open_pg(), open_pg()
+    second.close()
+    try:
+        with pytest.raises(psycopg.OperationalError):
+            produce_window(reader, [first, second], producer, topics["in"], load_rules(), start=created[0],
+                           end=created[1] + timedelta(microseconds=1), redrive=True, batch_size=4)
+        assert first.info.transaction_status == TransactionStatus.IDLE
+    finally:
+        reader.close()
+        first.close()
+
+    assert len(read_all(topics["in"], 4)) == 4
+    recorded = ledger.conn.execute("SELECT transaction_id FROM transactions WHERE transaction_id = ANY(%s) "
+                                   "AND published_at IS NOT NULL ORDER BY created_at, id", (ids,)).fetchall()
+    assert [i for i, in recorded] == ids[:2], "the first writer's part, the first half in stream order"
 
 
 def test_the_backlog_counts_what_the_group_has_not_committed_without_consuming_it(topics, producer):

@@ -2,7 +2,8 @@
 
 import time
 from collections import deque
-from concurrent.futures import Future
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -67,30 +68,45 @@ def to_message(row, holders: dict[str, AccountHolder], rules: RulesConfig) -> Tr
         risk_score=risk_score(amount, source.risk_level, destination.risk_level, rules.risk))
 
 
-def produce_window(reader, writer, producer, topic: str, rules: RulesConfig, end: datetime,
+def produce_window(reader, writers: Sequence, producer, topic: str, rules: RulesConfig, end: datetime,
                    start: datetime | None = None, redrive: bool = False, batch_size: int = 10000) -> ProduceResult:
     """Publish the window's transactions in batches, keyed by source account so one account's
-    transactions stay in order. `reader` streams (a transaction of its own); `writer` (autocommit)
-    records each batch as published only after the broker acknowledged all of it. While the task's thread
-    reads and encodes a batch, one follow-up thread publishes the batch before and another records the one
-    before that (see follow_ups): a batch is published only after the previous one was acknowledged, and
-    recorded only after its own was. A batch whose recording fails is published again by a later run, as
-    after a crash, and the steps downstream take it as the duplicate it is."""
+    transactions stay in order. `reader` streams (a transaction of its own); `writers` (one or more, in
+    autocommit) record each batch as published only after the broker acknowledged all of it, in as many
+    parts at once. While the task's thread reads and encodes a batch, one follow-up thread publishes the
+    batch before and another records the one before that (see follow_ups): a batch is published only after
+    the previous one was acknowledged, and recorded only after its own was. A batch whose recording fails
+    (in part) is published again by a later run, as after a crash, and the steps downstream take it as the
+    duplicate it is."""
     window = NOT_TERMINAL_IN_WINDOW if redrive else NEW_IN_WINDOW
     published = batches = 0
     started, started_cpu = time.monotonic(), time.process_time()
 
-    def record(ids: list[str]) -> None:
+    def record_part(writer, ids: list[str]) -> None:
         with writer.transaction():
             writer.execute(LOCK_IN_ORDER, (ids,))
             writer.execute(MARK_PUBLISHED, (ids,))
+
+    def record(ids: list[str]) -> None:
+        """Recording, the slowest step, mostly waits on PostgreSQL: a part per writer, at once. Each part locks
+        its rows in order, so the parts cannot deadlock with each other or with any other writer."""
+        parts = [part for i in range(len(writers))
+                 if (part := ids[i * len(ids) // len(writers):(i + 1) * len(ids) // len(writers)])]
+        others = [recording_threads.submit(record_part, writer, part) for writer, part in zip(writers[1:], parts[1:])]
+        try:
+            record_part(writers[0], parts[0])
+        finally:
+            wait(others)  # no writer is left in use, whatever failed
+        for other in others:
+            other.result()
 
     def wait_for(follow_ups: list[Future]) -> None:
         for follow_up in follow_ups:
             follow_up.result()  # raises DeliveryFailed if the batch was not acknowledged
 
     with (reader.transaction(), reader.cursor(name="ledgerflow_produce") as cursor,
-          FollowUpThreads() as follow_up_threads):
+          FollowUpThreads() as follow_up_threads,
+          ThreadPoolExecutor(max_workers=max(1, len(writers) - 1), thread_name_prefix="record") as recording_threads):
         cursor.itersize = batch_size
         cursor.execute(SELECT_WINDOW.format(window=window), {"start": start, "end": end})
         in_flight: deque[list[Future]] = deque()  # oldest first
