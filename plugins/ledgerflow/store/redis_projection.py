@@ -61,7 +61,7 @@ def hset_command(row) -> bytes:
     if status == "settled":
         key, names = f"settlement:{transaction_id}", _SETTLEMENT_FIELDS
         values = (*common, _text(cleared_as), str(from_after + amount), str(from_after), str(to_after - amount),
-                  str(to_after), posted_at.isoformat())
+                  str(to_after), _text(posted_at))
     else:
         key, names = f"rejected:{transaction_id}", _REJECTION_FIELDS
         values = (*common, _text(reason), _text(reason_code), _text(available), _text(changed_at))
@@ -87,12 +87,14 @@ def _write(redis_client, commands: list[bytes]) -> None:
 def settlement_rows(conn, result: SettlementResult) -> list[tuple]:
     """Rows in SELECT_TERMINAL's shape for the outcomes of a settlement that just committed, built from
     what it recorded (the same values the ledger now holds) plus one query for the customers. A settled
-    row leaves out the reason, which its record does not show."""
+    row leaves out the reason, which its record does not show. The batch's one timestamp is written as text
+    once: a datetime in a time zone took 0.6 µs to write, an eighth of a record."""
     holders = account_holders(conn, {number for o in result.outcomes
                                      for number in (o.transfer.from_account, o.transfer.to_account)})
     rows = []
+    at = _text(result.settled_at)
     for outcome in result.outcomes:
-        transfer, at = outcome.transfer, result.settled_at
+        transfer = outcome.transfer
         source, destination = holders[transfer.from_account], holders[transfer.to_account]
         common = (transfer.amount, transfer.from_account, transfer.to_account,
                   result.risk_scores[transfer.transaction_id])
