@@ -269,6 +269,16 @@ def test_bad_messages_go_to_the_dead_letter_topic_with_the_reason_and_the_batch_
         (good, "cleared", Decimal("100.00")), (written_long, "cleared", Decimal("20.00"))]
 
 
+def settle_published(topics, producer, ledger, values: list[bytes]) -> tuple[dict[str, int], object]:
+    """Publish `values` to the input topic, read them back and settle them as one batch on the ledger's
+    connection: the batch's counts, and the Redis client its records went to."""
+    publish(producer, topics["in"], [(b"k", value) for value in values])
+    messages = read_all(topics["in"], len(values))
+    redis_client = RedisHook(redis_conn_id=topology.REDIS_CONN_ID).get_conn()
+    return settle_batch(ledger.conn, redis_client, producer, messages, CONTEXT, topics["dlq"],
+                        projection_conn=ledger.conn).complete(), redis_client
+
+
 def test_settle_dead_letters_a_bad_outcome_and_settles_the_rest(topics, producer, ledger):
     source, destination = ledger.accounts("1000.00", "0.00")
     [cleared] = ledger.transactions((source, destination, "100.00"), status="cleared")
@@ -276,19 +286,14 @@ def test_settle_dead_letters_a_bad_outcome_and_settles_the_rest(topics, producer
     unknown = f"{ledger.prefix}-unknown"
     outcome = cleared_message(ledger, cleared, "100.00", source, destination)
     assert b'"reason":""' in outcome
-    publish(producer, topics["in"], [
-        (b"k", cleared_message(ledger, unknown, "1.00", source, destination)),  # clear publishes only what the
-        (b"k", cleared_message(ledger, pending, "10.00", source, destination)),  # ledger records
-        # a message of the other contract on the cleared topic
-        (b"k", transaction_message(ledger, cleared, "100.00", source, destination)),
-        (b"k", outcome.replace(b'"reason":""', b'"reason":"\xff"')),  # not UTF-8 inside a string
-        (b"k", outcome),
-    ])
-    messages = read_all(topics["in"], 5)
-    redis_client = RedisHook(redis_conn_id=topology.REDIS_CONN_ID).get_conn()
 
-    result = settle_batch(ledger.conn, redis_client, producer, messages, CONTEXT, topics["dlq"],
-                          projection_conn=ledger.conn).complete()
+    result, redis_client = settle_published(topics, producer, ledger, [
+        cleared_message(ledger, unknown, "1.00", source, destination),  # clear publishes only what the
+        cleared_message(ledger, pending, "10.00", source, destination),  # ledger records
+        transaction_message(ledger, cleared, "100.00", source, destination),  # the other contract
+        outcome.replace(b'"reason":""', b'"reason":"\xff"'),  # not UTF-8 inside a string
+        outcome,
+    ])
 
     assert (result["settled"], result["dead_lettered"], result["already_done"], result["projected"]) == (1, 4, 0, 1)
     assert ledger.balances([source, destination]) == {source: Decimal("900.00"), destination: Decimal("100.00")}
@@ -313,19 +318,15 @@ def test_settle_dead_letters_outcomes_the_ledger_holds_neither_settled_nor_rejec
     [in_review] = ledger.transactions((source, destination, "20.00"), status="requires_manual_review")
     unknown = f"{ledger.prefix}-unknown"
     rejection = partial(cleared_message, ledger, status=Status.REJECTED, reason_code=ReasonCode.INSUFFICIENT_FUNDS)
-    publish(producer, topics["in"], [
-        (b"k", rejection(unknown, "1.00", source, destination)),
-        (b"k", rejection(pending, "10.00", source, destination)),
-        (b"k", rejection(behind_a_false_rejection, "30.00", source, destination)),
-        (b"k", cleared_message(ledger, in_review, "20.00", source, destination)),
-        (b"k", cleared_message(ledger, cleared, "100.00", source, destination)),
-        (b"k", cleared_message(ledger, behind_a_false_rejection, "30.00", source, destination)),
-    ])
-    messages = read_all(topics["in"], 6)
-    redis_client = RedisHook(redis_conn_id=topology.REDIS_CONN_ID).get_conn()
 
-    result = settle_batch(ledger.conn, redis_client, producer, messages, CONTEXT, topics["dlq"],
-                          projection_conn=ledger.conn).complete()
+    result, redis_client = settle_published(topics, producer, ledger, [
+        rejection(unknown, "1.00", source, destination),
+        rejection(pending, "10.00", source, destination),
+        rejection(behind_a_false_rejection, "30.00", source, destination),
+        cleared_message(ledger, in_review, "20.00", source, destination),
+        cleared_message(ledger, cleared, "100.00", source, destination),
+        cleared_message(ledger, behind_a_false_rejection, "30.00", source, destination),
+    ])
 
     assert (result["settled"], result["dead_lettered"], result["already_done"], result["projected"]) == (2, 3, 0, 2)
     assert ledger.balances([source, destination]) == {source: Decimal("870.00"), destination: Decimal("130.00")}
