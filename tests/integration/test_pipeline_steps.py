@@ -3,6 +3,7 @@ what produce publishes, the backlog the sensor waits on, the drain loop, failed 
 on their way to the dead-letter topic while the rest of the batch goes on."""
 
 import os
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -28,7 +29,8 @@ from ledgerflow.operators.batches import KafkaBatchOperator
 from ledgerflow.operators.settle import SettleTransactionsOperator
 from ledgerflow.pipeline import BatchResult
 from ledgerflow.pipeline.clear import clear_batch
-from ledgerflow.pipeline.produce import produce_window
+from ledgerflow.pipeline import produce as produce_module
+from ledgerflow.pipeline.produce import produce_window, to_message
 from ledgerflow.pipeline.settle import settle_batch
 from ledgerflow.store.kafka import (DeliveryFailed, LedgerflowConsumerHook, LedgerflowProducerHook, backlog, commit,
                                     consume_batches, publish)
@@ -182,6 +184,45 @@ def test_a_batch_recorded_in_parts_is_recorded_by_each_part_and_fails_if_a_part_
     recorded = ledger.conn.execute("SELECT transaction_id FROM transactions WHERE transaction_id = ANY(%s) "
                                    "AND published_at IS NOT NULL ORDER BY created_at, id", (ids,)).fetchall()
     assert [i for i, in recorded] == ids[:2], "the first writer's part, the first half in stream order"
+
+
+def test_a_batch_the_broker_acknowledged_is_recorded_even_when_the_next_batch_fails(topics, producer, ledger,
+                                                                                   monkeypatch):
+    """A failure in the task's thread (here a row that cannot be converted) stops produce, but the follow-ups
+    still running finish: the batch being published when it failed is recorded once acknowledged, in parts."""
+    source, destination = ledger.accounts("1000.00", "0.00")
+    ids = ledger.transactions(*[(source, destination, "1.00")] * 4)
+    created = ledger.conn.execute("SELECT min(created_at), max(created_at) FROM transactions "
+                                  "WHERE transaction_id = ANY(%s)", (ids,)).fetchone()
+
+    def slow_publish(*args, **kwargs):  # the first batch is still being published when the second fails
+        time.sleep(1)
+        return publish(*args, **kwargs)
+
+    converted = 0
+
+    def to_message_failing_in_the_second_batch(*args):
+        nonlocal converted
+        converted += 1
+        if converted == 3:
+            raise ValueError("a row that cannot be converted")
+        return to_message(*args)
+
+    monkeypatch.setattr(produce_module, "publish", slow_publish)
+    monkeypatch.setattr(produce_module, "to_message", to_message_failing_in_the_second_batch)
+    reader, *writers = open_pg(), open_pg(), open_pg()
+    try:
+        with pytest.raises(ValueError, match="cannot be converted"):
+            produce_window(reader, writers, producer, topics["in"], load_rules(), start=created[0],
+                           end=created[1] + timedelta(microseconds=1), redrive=True, batch_size=2)
+    finally:
+        for conn in (reader, *writers):
+            conn.close()
+
+    assert len(read_all(topics["in"], 2)) == 2
+    recorded = ledger.conn.execute("SELECT transaction_id FROM transactions WHERE transaction_id = ANY(%s) "
+                                   "AND published_at IS NOT NULL ORDER BY created_at, id", (ids,)).fetchall()
+    assert [i for i, in recorded] == ids[:2]
 
 
 def test_the_backlog_counts_what_the_group_has_not_committed_without_consuming_it(topics, producer):

@@ -26,6 +26,8 @@ class ProduceTransactionsOperator(BaseOperator):
                  postgres_conn_id: str, kafka_config_id: str, rules_path: str = str(DEFAULT_RULES_PATH),
                  batch_size: int = 10000, recording_connections: int = 2, **kwargs):
         super().__init__(**kwargs)
+        if recording_connections < 1:
+            raise ValueError(f"recording_connections must be at least 1, not {recording_connections}")
         self.topic = topic
         self.window_start = window_start
         self.window_end = window_end

@@ -109,9 +109,11 @@ def produce_window(reader, writers: Sequence, producer, topic: str, rules: Rules
         for follow_up in follow_ups:
             follow_up.result()  # raises DeliveryFailed if the batch was not acknowledged
 
-    with (reader.transaction(), reader.cursor(name="ledgerflow_produce") as cursor,
-          FollowUpThreads() as follow_up_threads,
-          ThreadPoolExecutor(max_workers=max(1, len(writers) - 1), thread_name_prefix="record") as recording_threads):
+    # The recording threads are shut down after the follow-ups (exits run in reverse): a follow-up that is still
+    # to record a batch the broker acknowledged, when the task's thread fails, records it.
+    with (ThreadPoolExecutor(max_workers=max(1, len(writers) - 1), thread_name_prefix="record") as recording_threads,
+          reader.transaction(), reader.cursor(name="ledgerflow_produce") as cursor,
+          FollowUpThreads() as follow_up_threads):
         cursor.itersize = batch_size
         cursor.execute(SELECT_WINDOW.format(window=window), {"start": start, "end": end})
         in_flight: deque[list[Future]] = deque()  # oldest first
