@@ -10,7 +10,7 @@ from ledgerflow.core.settlement import Settled
 from ledgerflow.core.states import SETTLEABLE, TERMINAL, Status
 from ledgerflow.pipeline import BatchResult
 from ledgerflow.store.kafka import dead_letter
-from ledgerflow.store.ledger import LockedSettlement, SettlementResult
+from ledgerflow.store.ledger import LockedSettlement, SettlementResult, statuses
 from ledgerflow.store.redis_projection import project
 
 
@@ -44,9 +44,8 @@ def settle_batch(conn, redis_client, producer, messages: list[Message], context:
     locked = LockedSettlement(conn, [i for i, (_, o) in outcomes.items() if o.status in SETTLEABLE], context)
     # clear publishes only what it recorded: an outcome to settle whose transaction the ledger has not, or has
     # still pending, did not come from clear
-    not_from_clear = {i: f"transaction {i} is not in the ledger" if status is None
-                      else f"the ledger has transaction {i} pending"
-                      for i in locked.ordered_ids if (status := locked.statuses.get(i)) in (None, Status.PENDING)}
+    not_from_clear = {i: _not_from_clear(i, status) for i in locked.ordered_ids
+                      if (status := locked.statuses.get(i)) in (None, Status.PENDING)}
     rejects += [(outcomes[i][0], reason) for i, reason in not_from_clear.items()]
     try:
         dead_lettered = dead_letter(producer, dead_letter_topic, rejects)
@@ -66,9 +65,18 @@ def settle_batch(conn, redis_client, producer, messages: list[Message], context:
         projected = project(projection_conn, redis_client, list(outcomes), settlement[0])
         # Every outcome this batch settled is terminal now, and a rejection is published once recorded: an
         # outcome whose transaction the ledger still holds neither settled nor rejected did not come from clear.
-        unrecorded = [(outcomes[i][0], f"the ledger holds transaction {i} neither settled nor rejected")
-                      for i in projected.not_terminal if i not in not_from_clear]
+        unrecorded = [i for i in projected.not_terminal if i not in not_from_clear]
+        held = statuses(projection_conn, unrecorded) if unrecorded else {}
         return {"projected": projected.settled + projected.rejected,
-                "dead_lettered": dead_letter(producer, dead_letter_topic, unrecorded)}
+                "dead_lettered": dead_letter(producer, dead_letter_topic,
+                                             [(outcomes[i][0], _not_from_clear(i, held.get(i))) for i in unrecorded])}
 
     return BatchResult({"dead_lettered": dead_lettered}, (apply_transfers, write_records), abandon=locked.abandon)
+
+
+def _not_from_clear(transaction_id: str, status: Status | None) -> str:
+    """The dead letter's reason for an outcome that the ledger's status of its transaction says clear did not
+    publish."""
+    if status is None:
+        return f"transaction {transaction_id} is not in the ledger"
+    return f"the ledger has transaction {transaction_id} {status}"
