@@ -348,15 +348,17 @@ def test_settle_dead_letters_a_bad_outcome_and_settles_the_rest(topics, producer
     assert redis_client.hget(f"settlement:{cleared}", "from_balance_after") == b"900.00"
 
 
-def test_settle_dead_letters_outcomes_the_ledger_holds_neither_settled_nor_rejected(topics, producer, ledger):
-    """Clear publishes an outcome only once the ledger records it: a rejection of a transaction the ledger has
-    not rejected, or an outcome to settle of one under review, did not come from clear. A false rejection
-    ahead of a transaction's outcome to settle does not keep it from settling."""
+def test_settle_dead_letters_the_outcomes_the_ledger_says_clear_did_not_publish(topics, producer, ledger):
+    """Clear publishes an outcome only once the ledger records it, and rejected is terminal: a rejection of a
+    transaction the ledger has not rejected, or an outcome to settle of one under review, did not come from
+    clear. A false rejection ahead of a transaction's outcome to settle does not keep it from settling; a true
+    one (a transfer rejected at settlement, published again) is no error."""
     source, destination = ledger.accounts("1000.00", "0.00")
     cleared, behind_a_false_rejection = ledger.transactions(
         (source, destination, "100.00"), (source, destination, "30.00"), status="cleared")
     [pending] = ledger.transactions((source, destination, "10.00"))
     [in_review] = ledger.transactions((source, destination, "20.00"), status="requires_manual_review")
+    [rejected] = ledger.transactions((source, destination, "5000.00"), status="rejected")
     unknown = f"{ledger.prefix}-unknown"
     rejection = partial(cleared_message, ledger, status=Status.REJECTED, reason_code=ReasonCode.INSUFFICIENT_FUNDS)
 
@@ -367,18 +369,24 @@ def test_settle_dead_letters_outcomes_the_ledger_holds_neither_settled_nor_rejec
         cleared_message(ledger, in_review, "20.00", source, destination),
         cleared_message(ledger, cleared, "100.00", source, destination),
         cleared_message(ledger, behind_a_false_rejection, "30.00", source, destination),
+        cleared_message(ledger, rejected, "5000.00", source, destination),
+        rejection(rejected, "5000.00", source, destination),
+        rejection(cleared, "100.00", source, destination),  # after the outcome that settles it
     ])
 
-    assert (result["settled"], result["dead_lettered"], result["already_done"], result["projected"]) == (2, 3, 0, 2)
+    assert (result["settled"], result["dead_lettered"], result["already_done"], result["projected"]) == (2, 5, 1, 3)
     assert ledger.balances([source, destination]) == {source: Decimal("870.00"), destination: Decimal("130.00")}
     assert ledger.statuses([pending, in_review, behind_a_false_rejection]) == {
         pending: "pending", in_review: "requires_manual_review", behind_a_false_rejection: "settled"}
-    dead = read_all(topics["dlq"], 3)
-    assert [dict(m.headers())["source_offset"] for m in dead] == [b"0", b"1", b"3"]
+    dead = read_all(topics["dlq"], 5)
+    assert [dict(m.headers())["source_offset"] for m in dead] == [b"0", b"1", b"2", b"3", b"8"]
     assert [dict(m.headers())["reason"].decode() for m in dead] == [
         f"transaction {unknown} is not in the ledger", f"the ledger has transaction {pending} pending",
-        f"the ledger has transaction {in_review} requires_manual_review"]
+        f"the ledger has transaction {behind_a_false_rejection} settled",
+        f"the ledger has transaction {in_review} requires_manual_review",
+        f"the ledger has transaction {cleared} settled"]
     assert redis_client.hget(f"settlement:{behind_a_false_rejection}", "from_balance_after") == b"870.00"
+    assert redis_client.hget(f"rejected:{rejected}", "status") == b"rejected"
     assert not redis_client.exists(f"rejected:{unknown}", f"rejected:{pending}", f"rejected:{behind_a_false_rejection}")
 
 
@@ -448,10 +456,11 @@ def test_the_redis_records_of_a_settlement_are_those_the_ledger_rebuilds(ledger)
     keys = [f"settlement:{ids[0]}", f"rejected:{ids[1]}", f"settlement:{ids[2]}"]
 
     result = settle(ledger.conn, ids, CONTEXT)
-    assert project(ledger.conn, redis_client, ids, result) == ProjectionResult(settled=2, rejected=1, not_terminal=[])
+    recorded_as = {ids[0]: "settled", ids[1]: "rejected", ids[2]: "settled"}
+    assert project(ledger.conn, redis_client, ids, result) == ProjectionResult(2, 1, recorded_as)
     from_settlement = [redis_client.hgetall(key) for key in keys]
     redis_client.delete(*keys)
-    assert project(ledger.conn, redis_client, ids) == ProjectionResult(settled=2, rejected=1, not_terminal=[])
+    assert project(ledger.conn, redis_client, ids) == ProjectionResult(2, 1, recorded_as)
     from_ledger = [redis_client.hgetall(key) for key in keys]
 
     assert from_settlement == from_ledger

@@ -21,7 +21,7 @@ def settle_batch(conn, redis_client, producer, messages: list[Message], context:
     follow-up settles them in message order and commits (one database transaction from the lock on), the
     second writes the Redis record of every transaction in the batch as the ledger records it (rejections
     from clearance included), reading what this settlement did not decide on `projection_conn`, and
-    dead-letters the outcomes whose transaction the ledger holds neither settled nor rejected.
+    dead-letters the outcomes the ledger then says clear did not publish.
 
     The caller may take up the next batch while these follow-ups run, on another connection than `conn`
     and `projection_conn`: its lock waits for no account, so it does not wait for this settlement unless
@@ -32,11 +32,15 @@ def settle_batch(conn, redis_client, producer, messages: list[Message], context:
     # ledger, not a rejection ahead of it, says whether it settles (a rejection may be false, or may be true
     # and newer: rejected at settlement, then published again by a re-drive); the records show the ledger.
     outcomes: dict[str, tuple[Message, ClearedV1]] = {}
+    rejections: list[tuple[Message, str]] = []  # every rejection in the batch, with its transaction's id
     for message in messages:
         decoded = decode_cleared(message.value() or b"")
         if isinstance(decoded, InvalidMessage):
             rejects.append((message, decoded.reason))
-        elif (kept := outcomes.get(decoded.transaction_id)) is None or (
+            continue
+        if decoded.status == Status.REJECTED:
+            rejections.append((message, decoded.transaction_id))
+        if (kept := outcomes.get(decoded.transaction_id)) is None or (
                 decoded.status in SETTLEABLE and kept[1].status not in SETTLEABLE):
             outcomes.pop(decoded.transaction_id, None)  # it settles in its own place in the message order
             outcomes[decoded.transaction_id] = (message, decoded)
@@ -63,13 +67,18 @@ def settle_batch(conn, redis_client, producer, messages: list[Message], context:
 
     def write_records() -> dict[str, int]:
         projected = project(projection_conn, redis_client, list(outcomes), settlement[0])
-        # Every outcome this batch settled is terminal now, and a rejection is published once recorded: an
-        # outcome whose transaction the ledger still holds neither settled nor rejected did not come from clear.
-        unrecorded = [i for i in projected.not_terminal if i not in not_from_clear]
-        held = statuses(projection_conn, unrecorded) if unrecorded else {}
+        recorded_as = projected.recorded_as
+        # Clear publishes an outcome only once the ledger records it, and rejected is terminal: a rejection of a
+        # transaction the ledger does not hold rejected did not come from clear. Every outcome to settle that this
+        # batch took up is settled or rejected now: one whose transaction is neither did not either.
+        false = [(message, i) for message, i in rejections if recorded_as.get(i) != Status.REJECTED]
+        false += [(message, i) for i, (message, outcome) in outcomes.items()
+                  if outcome.status in SETTLEABLE and i not in recorded_as and i not in not_from_clear]
+        unrecorded = list({i for _, i in false if i not in recorded_as})
+        held = {**recorded_as, **(statuses(projection_conn, unrecorded) if unrecorded else {})}
         return {"projected": projected.settled + projected.rejected,
                 "dead_lettered": dead_letter(producer, dead_letter_topic,
-                                             [(outcomes[i][0], _not_from_clear(i, held.get(i))) for i in unrecorded])}
+                                             [(message, _not_from_clear(i, held.get(i))) for message, i in false])}
 
     return BatchResult({"dead_lettered": dead_lettered}, (apply_transfers, write_records), abandon=locked.abandon)
 

@@ -36,7 +36,7 @@ SELECT t.transaction_id, t.status, t.amount, t.from_account, t.to_account, t.ris
 class ProjectionResult:
     settled: int
     rejected: int
-    not_terminal: list[str]  # the given transactions the ledger holds neither settled nor rejected: no record
+    recorded_as: dict[str, Status]  # the status of each record written (settled or rejected), by transaction id
 
 
 def _text(value) -> str:
@@ -113,8 +113,8 @@ def settlement_rows(conn, result: SettlementResult) -> list[tuple]:
 def project(conn, redis_client, transaction_ids: Sequence[str], settlement: SettlementResult | None = None
             ) -> ProjectionResult:
     """Write the hashes of the given transactions that are settled or rejected, in one round trip, and say
-    which are neither. Those that `settlement` (just committed) decided are built from it; the rest are read
-    from the ledger."""
+    which status each was written with (the others are neither). Those that `settlement` (just committed)
+    decided are built from it; the rest are read from the ledger."""
     rows = settlement_rows(conn, settlement) if settlement and settlement.outcomes else []
     decided = {row[0] for row in rows}
     rest = [i for i in transaction_ids if i not in decided]
@@ -124,5 +124,4 @@ def project(conn, redis_client, transaction_ids: Sequence[str], settlement: Sett
     if commands:
         _write(redis_client, commands)
     settled = sum(row[1] == "settled" for row in rows)
-    terminal = {row[0] for row in rows}
-    return ProjectionResult(settled, len(rows) - settled, [i for i in transaction_ids if i not in terminal])
+    return ProjectionResult(settled, len(rows) - settled, {row[0]: Status(row[1]) for row in rows})
