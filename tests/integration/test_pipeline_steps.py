@@ -35,7 +35,7 @@ from ledgerflow.pipeline.settle import settle_batch
 from ledgerflow.store.kafka import (DeliveryFailed, LedgerflowConsumerHook, LedgerflowProducerHook, backlog, commit,
                                     consume_batches, publish)
 from ledgerflow.store.ledger import settle
-from ledgerflow.store.redis_projection import ProjectionResult, project
+from ledgerflow.store.redis_projection import project
 from tests.conftest import open_pg
 
 CONTEXT = AuditContext(changed_by="tests", dag_id="tests", run_id="test_pipeline_steps", task_id="step",
@@ -457,10 +457,10 @@ def test_the_redis_records_of_a_settlement_are_those_the_ledger_rebuilds(ledger)
 
     result = settle(ledger.conn, ids, CONTEXT)
     recorded_as = {ids[0]: "settled", ids[1]: "rejected", ids[2]: "settled"}
-    assert project(ledger.conn, redis_client, ids, result) == ProjectionResult(2, 1, recorded_as)
+    assert project(ledger.conn, redis_client, ids, result) == recorded_as
     from_settlement = [redis_client.hgetall(key) for key in keys]
     redis_client.delete(*keys)
-    assert project(ledger.conn, redis_client, ids) == ProjectionResult(2, 1, recorded_as)
+    assert project(ledger.conn, redis_client, ids) == recorded_as
     from_ledger = [redis_client.hgetall(key) for key in keys]
 
     assert from_settlement == from_ledger

@@ -66,8 +66,7 @@ def settle_batch(conn, redis_client, producer, messages: list[Message], context:
                 "already_done": sum(status in TERMINAL for status in result.not_settleable.values())}
 
     def write_records() -> dict[str, int]:
-        projected = project(projection_conn, redis_client, list(outcomes), settlement[0])
-        recorded_as = projected.recorded_as
+        recorded_as = project(projection_conn, redis_client, list(outcomes), settlement[0])
         # Clear publishes an outcome only once the ledger records it, and rejected is terminal: a rejection of a
         # transaction the ledger does not hold rejected did not come from clear. Every outcome to settle that this
         # batch took up is settled or rejected now: one whose transaction is neither did not either.
@@ -76,7 +75,7 @@ def settle_batch(conn, redis_client, producer, messages: list[Message], context:
                   if outcome.status in SETTLEABLE and i not in recorded_as and i not in not_from_clear]
         unrecorded = list({i for _, i in false if i not in recorded_as})
         held = {**recorded_as, **(statuses(projection_conn, unrecorded) if unrecorded else {})}
-        return {"projected": projected.settled + projected.rejected,
+        return {"projected": len(recorded_as),
                 "dead_lettered": dead_letter(producer, dead_letter_topic,
                                              [(message, _not_from_clear(i, held.get(i))) for message, i in false])}
 

@@ -5,7 +5,6 @@ the database commit and Redis, heals by writing the same record again.
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from itertools import chain
 
@@ -30,13 +29,6 @@ SELECT t.transaction_id, t.status, t.amount, t.from_account, t.to_account, t.ris
   LEFT JOIN journal_postings debit ON debit.transaction_id = t.transaction_id AND debit.direction = 'DEBIT'
   LEFT JOIN journal_postings credit ON credit.transaction_id = t.transaction_id AND credit.direction = 'CREDIT'
  WHERE t.transaction_id = ANY(%b) AND t.status IN ('settled', 'rejected')"""
-
-
-@dataclass(frozen=True, slots=True)
-class ProjectionResult:
-    settled: int
-    rejected: int
-    recorded_as: dict[str, Status]  # the status of each record written (settled or rejected), by transaction id
 
 
 def _text(value) -> str:
@@ -111,10 +103,10 @@ def settlement_rows(conn, result: SettlementResult) -> list[tuple]:
 
 
 def project(conn, redis_client, transaction_ids: Sequence[str], settlement: SettlementResult | None = None
-            ) -> ProjectionResult:
-    """Write the hashes of the given transactions that are settled or rejected, in one round trip, and say
-    which status each was written with (the others are neither). Those that `settlement` (just committed)
-    decided are built from it; the rest are read from the ledger."""
+            ) -> dict[str, Status]:
+    """Write the hashes of the given transactions that are settled or rejected, in one round trip; returns the
+    status each was written with, by transaction id (the others are neither). Those that `settlement` (just
+    committed) decided are built from it; the rest are read from the ledger."""
     rows = settlement_rows(conn, settlement) if settlement and settlement.outcomes else []
     decided = {row[0] for row in rows}
     rest = [i for i in transaction_ids if i not in decided]
@@ -123,5 +115,4 @@ def project(conn, redis_client, transaction_ids: Sequence[str], settlement: Sett
     commands = [hset_command(row) for row in rows]
     if commands:
         _write(redis_client, commands)
-    settled = sum(row[1] == "settled" for row in rows)
-    return ProjectionResult(settled, len(rows) - settled, {row[0]: Status(row[1]) for row in rows})
+    return {row[0]: Status(row[1]) for row in rows}
