@@ -225,6 +225,46 @@ def test_a_batch_the_broker_acknowledged_is_recorded_even_when_the_next_batch_fa
     assert [i for i, in recorded] == ids[:2]
 
 
+def test_a_publish_that_fails_while_the_next_batch_fails_is_logged_and_its_batch_not_recorded(
+        topics, producer, ledger, monkeypatch, caplog):
+    """The run raises the task thread's error; the error of the batch then being published would otherwise be
+    lost. The batch is not recorded: it goes out again."""
+    source, destination = ledger.accounts("1000.00", "0.00")
+    ids = ledger.transactions(*[(source, destination, "1.00")] * 4)
+    created = ledger.conn.execute("SELECT min(created_at), max(created_at) FROM transactions "
+                                  "WHERE transaction_id = ANY(%s)", (ids,)).fetchone()
+
+    def publish_failing_late(*args, **kwargs):  # fails after the second batch failed to convert
+        time.sleep(1)
+        raise DeliveryFailed("the broker went away")
+
+    converted = 0
+
+    def to_message_failing_in_the_second_batch(*args):
+        nonlocal converted
+        converted += 1
+        if converted == 3:
+            raise ValueError("a row that cannot be converted")
+        return to_message(*args)
+
+    monkeypatch.setattr(produce_module, "publish", publish_failing_late)
+    monkeypatch.setattr(produce_module, "to_message", to_message_failing_in_the_second_batch)
+    reader, *writers = open_pg(), open_pg(), open_pg()
+    try:
+        with pytest.raises(ValueError, match="cannot be converted"), caplog.at_level("ERROR", produce_module.log.name):
+            produce_window(reader, writers, producer, topics["in"], load_rules(), start=created[0],
+                           end=created[1] + timedelta(microseconds=1), redrive=True, batch_size=2)
+    finally:
+        for conn in (reader, *writers):
+            conn.close()
+
+    assert [r.getMessage() for r in caplog.records if r.name == produce_module.log.name] == [
+        "a follow-up failed too: DeliveryFailed('the broker went away')"], "the publish, not the record after it"
+    recorded = ledger.conn.execute("SELECT count(*) FROM transactions WHERE transaction_id = ANY(%s) "
+                                   "AND published_at IS NOT NULL", (ids,)).fetchone()[0]
+    assert recorded == 0
+
+
 def test_the_backlog_counts_what_the_group_has_not_committed_without_consuming_it(topics, producer):
     publish(producer, topics["in"], ((None, f"m{i}".encode()) for i in range(25)))
     group_id = f"test-{uuid.uuid4().hex[:8]}"

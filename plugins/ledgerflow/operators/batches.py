@@ -17,13 +17,13 @@ import sys
 import time
 from collections import Counter, deque
 from collections.abc import Sequence
-from concurrent.futures import Future, wait
+from concurrent.futures import Future
 
 from airflow.sdk import BaseOperator
 
 from ledgerflow.operators.context import batch_friendly_gc, peak_memory_mb, postgres_connection, quick_thread_switches
 from ledgerflow.pipeline import BatchResult
-from ledgerflow.pipeline.follow_ups import EarlierFollowUpFailed, FollowUpThreads
+from ledgerflow.pipeline.follow_ups import FollowUpThreads, log_other_failures
 from ledgerflow.store.kafka import LedgerflowConsumerHook, LedgerflowProducerHook, commit, consume_batches
 
 
@@ -98,12 +98,8 @@ class KafkaBatchOperator(BaseOperator):
                         for follow_up in follow_ups:
                             follow_up.cancel()
                     for follow_ups, _, applied in in_flight:
-                        wait(follow_ups)
+                        log_other_failures(follow_ups, failure, self.log)
                         applied.abandon()
-                        for follow_up in follow_ups:
-                            error = None if follow_up.cancelled() else follow_up.exception()
-                            if error not in (None, failure) and not isinstance(error, EarlierFollowUpFailed):
-                                self.log.error("a follow-up of an uncommitted batch failed too: %r", error)
         finally:
             consumer.close()
             conn.close()

@@ -5,8 +5,9 @@ previous batch's follow-up k have succeeded: a batch is never completed past a s
 run for a batch after it failed for the one before. clear and settle (KafkaBatchOperator) and produce use them.
 """
 
-from collections.abc import Callable, Sequence
-from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack
 from typing import TypeVar
 
@@ -51,3 +52,15 @@ def run_after(earlier: list[Future], follow_up: Callable[[], T]) -> T:
         if error is not None:
             raise EarlierFollowUpFailed("not run: a follow-up it comes after failed") from error
     return follow_up()
+
+
+def log_other_failures(follow_ups: Iterable[Future], failure: BaseException | None, log: logging.Logger) -> None:
+    """Wait for follow-ups left running when a run failed with `failure`, and log each error of theirs that
+    is neither that one (the error the run raises) nor a follow-up not run because of an earlier failure:
+    nothing else would report it."""
+    follow_ups = list(follow_ups)
+    wait(follow_ups)
+    for follow_up in follow_ups:
+        error = None if follow_up.cancelled() else follow_up.exception()
+        if error not in (None, failure) and not isinstance(error, EarlierFollowUpFailed):
+            log.error("a follow-up failed too: %r", error, exc_info=error)

@@ -1,5 +1,6 @@
 """produce: stream a window's transactions from PostgreSQL, enrich and score them, publish to Kafka."""
 
+import logging
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -11,7 +12,7 @@ from functools import partial
 from ledgerflow.core.config import RulesConfig
 from ledgerflow.core.messages import Customer, TransactionV1, encode
 from ledgerflow.core.rules import risk_score
-from ledgerflow.pipeline.follow_ups import FollowUpThreads
+from ledgerflow.pipeline.follow_ups import FollowUpThreads, log_other_failures
 from ledgerflow.store.kafka import publish
 from ledgerflow.store.ledger import LOCK_IN_ORDER, AccountHolder, account_holders
 
@@ -42,6 +43,7 @@ NOT_TERMINAL_IN_WINDOW = ("t.status IN ('pending', 'cleared', 'cleared_with_cond
 MARK_PUBLISHED = """
 UPDATE transactions SET published_at = coalesce(published_at, now()) WHERE transaction_id = ANY(%b)"""
 
+log = logging.getLogger(__name__)
 
 # Batches whose follow-ups may still run while the next is read: one being published and one being recorded.
 BATCHES_IN_FLIGHT = 2
@@ -109,26 +111,31 @@ def produce_window(reader, writers: Sequence, producer, topic: str, rules: Rules
         for follow_up in follow_ups:
             follow_up.result()  # raises DeliveryFailed if the batch was not acknowledged
 
+    in_flight: deque[list[Future]] = deque()  # batches whose follow-ups may still run, oldest first
     # The recording threads are shut down after the follow-ups (exits run in reverse): a follow-up that is still
     # to record a batch the broker acknowledged, when the task's thread fails, records it.
-    with (ThreadPoolExecutor(max_workers=max(1, len(writers) - 1), thread_name_prefix="record") as recording_threads,
-          reader.transaction(), reader.cursor(name="ledgerflow_produce") as cursor,
-          FollowUpThreads() as follow_up_threads):
-        cursor.itersize = batch_size
-        cursor.execute(SELECT_WINDOW.format(window=window), {"start": start, "end": end})
-        in_flight: deque[list[Future]] = deque()  # oldest first
-        while rows := cursor.fetchmany(batch_size):
-            holders = account_holders(reader, {number for row in rows for number in (row[2], row[3])})
-            customers = customers_of(holders)
-            messages = [to_message(row, holders, customers, rules) for row in rows]
-            records = [(m.from_account, encode(m)) for m in messages]
-            while len(in_flight) >= BATCHES_IN_FLIGHT:
+    try:
+        with (ThreadPoolExecutor(max_workers=max(1, len(writers) - 1), thread_name_prefix="record")
+              as recording_threads,
+              reader.transaction(), reader.cursor(name="ledgerflow_produce") as cursor,
+              FollowUpThreads() as follow_up_threads):
+            cursor.itersize = batch_size
+            cursor.execute(SELECT_WINDOW.format(window=window), {"start": start, "end": end})
+            while rows := cursor.fetchmany(batch_size):
+                holders = account_holders(reader, {number for row in rows for number in (row[2], row[3])})
+                customers = customers_of(holders)
+                messages = [to_message(row, holders, customers, rules) for row in rows]
+                records = [(m.from_account, encode(m)) for m in messages]
+                while len(in_flight) >= BATCHES_IN_FLIGHT:
+                    wait_for(in_flight.popleft())
+                in_flight.append(follow_up_threads.start((partial(publish, producer, topic, records),
+                                                          partial(record, [m.transaction_id for m in messages]))))
+                published += len(messages)
+                batches += 1
+            while in_flight:
                 wait_for(in_flight.popleft())
-            in_flight.append(follow_up_threads.start((partial(publish, producer, topic, records),
-                                                      partial(record, [m.transaction_id for m in messages]))))
-            published += len(messages)
-            batches += 1
-        while in_flight:
-            wait_for(in_flight.popleft())
+    except BaseException as failure:
+        log_other_failures((f for follow_ups in in_flight for f in follow_ups), failure, log)
+        raise
     return ProduceResult(published, batches, round(time.monotonic() - started, 3),
                          round(time.process_time() - started_cpu, 3))
