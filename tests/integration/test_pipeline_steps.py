@@ -431,7 +431,7 @@ def test_settle_dead_letters_the_outcomes_the_ledger_says_clear_did_not_publish(
 
 
 class QuickToFailProducerHook(LedgerflowProducerHook):
-    """Gives up on a delivery after 2 s instead of 30."""
+    """Gives up on a delivery after 2 s instead of the 60 s the flush allows."""
 
     def _get_client(self, config):
         return super()._get_client({**config, "message.timeout.ms": 2000})
@@ -484,6 +484,42 @@ def test_settle_drains_batch_after_batch_on_its_connections_in_turn_and_settles_
     watcher = consumer_of(topics["in"], group_id)
     assert backlog(watcher, topics["in"]) == 0
     watcher.close()
+
+
+def test_settle_behind_a_session_that_holds_its_rows_fails_after_the_lock_timeout_and_settles_later(
+        topics, producer, ledger):
+    """Not a task that runs for ever while settlement stands still: it fails, visibly, with its batch
+    uncommitted, and once the rows are free a new run settles the batch."""
+    source, destination = ledger.accounts("1000.00", "0.00")
+    [cleared] = ledger.transactions((source, destination, "10.00"), status="cleared")
+    publish(producer, topics["in"], [(source.encode(), cleared_message(ledger, cleared, "10.00", source, destination))])
+    group_id = f"test-{uuid.uuid4().hex[:8]}"
+    ti = SimpleNamespace(dag_id="tests", run_id="test_settle_lock_timeout", task_id="settle", try_number=1,
+                         map_index=-1)
+
+    def settle_run():
+        return SettleTransactionsOperator(
+            task_id="settle", topic=topics["in"], group_id=group_id, dead_letter_topic=topics["dlq"],
+            kafka_config_id=topology.KAFKA_CONN_ID, postgres_conn_id=topology.POSTGRES_CONN_ID,
+            redis_conn_id=topology.REDIS_CONN_ID, idle_timeout=1, lock_timeout=1).execute({"ti": ti})
+
+    holder = open_pg()
+    try:
+        with holder.transaction():
+            holder.execute("SELECT FROM transactions WHERE transaction_id = %s FOR UPDATE", (cleared,))
+            started = time.monotonic()
+            with pytest.raises(psycopg.errors.LockNotAvailable):
+                settle_run()
+            assert time.monotonic() - started < 20
+        watcher = consumer_of(topics["in"], group_id)
+        assert backlog(watcher, topics["in"]) == 1
+        watcher.close()
+        assert ledger.statuses([cleared]) == {cleared: "cleared"}
+    finally:
+        holder.close()
+
+    assert settle_run()["settled"] == 1
+    assert ledger.balances([source, destination]) == {source: Decimal("990.00"), destination: Decimal("10.00")}
 
 
 def test_the_redis_records_of_a_settlement_are_those_the_ledger_rebuilds(ledger):

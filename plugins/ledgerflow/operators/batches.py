@@ -34,7 +34,7 @@ class KafkaBatchOperator(BaseOperator):
 
     def __init__(self, *, topic: str, group_id: str, dead_letter_topic: str, kafka_config_id: str,
                  postgres_conn_id: str, batch_size: int = 10000, time_budget: float = 300.0,
-                 idle_timeout: float = 30.0, **kwargs):
+                 idle_timeout: float = 30.0, lock_timeout: float = 60.0, **kwargs):
         super().__init__(**kwargs)
         self.topic = topic
         self.group_id = group_id
@@ -44,13 +44,14 @@ class KafkaBatchOperator(BaseOperator):
         self.batch_size = batch_size
         self.time_budget = time_budget
         self.idle_timeout = idle_timeout
+        self.lock_timeout = lock_timeout  # seconds a statement may wait for a lock (see postgres_connection)
 
     def process_batch(self, conn, producer, messages, context) -> BatchResult:
         """Take up one batch; return its counts so far and its follow-ups."""
         raise NotImplementedError
 
     def execute(self, context) -> dict:
-        conn = postgres_connection(self.postgres_conn_id)
+        conn = postgres_connection(self.postgres_conn_id, self.lock_timeout)
         producer = LedgerflowProducerHook(kafka_config_id=self.kafka_config_id).get_producer()
         consumer = LedgerflowConsumerHook([self.topic], self.group_id, self.kafka_config_id).get_consumer()
         totals: Counter = Counter()

@@ -21,7 +21,7 @@ class ClearTransactionsOperator(KafkaBatchOperator):
     def execute(self, context: Context) -> dict:
         self.rules = load_rules(self.rules_path)
         # the follow-ups record decisions in a thread of their own, with a connection of their own
-        self.recording_conn = postgres_connection(self.postgres_conn_id)
+        self.recording_conn = postgres_connection(self.postgres_conn_id, self.lock_timeout)
         try:
             return super().execute(context)
         finally:

@@ -18,10 +18,14 @@ def audit_context(context) -> AuditContext:
                         task_id=ti.task_id, try_number=ti.try_number, map_index=ti.map_index)
 
 
-def postgres_connection(postgres_conn_id: str):
-    """A psycopg 3 connection in autocommit mode: the ledger functions open their own transactions."""
+def postgres_connection(postgres_conn_id: str, lock_timeout: float):
+    """A psycopg 3 connection in autocommit mode (the ledger functions open their own transactions) whose
+    statements wait at most `lock_timeout` seconds for a lock. The pipeline's own waits last up to one
+    batch; behind a session that holds the rows and hangs, the task fails (LockNotAvailable), visibly and
+    to be retried, instead of running for ever while its DAG, one run at a time, stands still."""
     conn = PostgresHook(postgres_conn_id=postgres_conn_id).get_conn()
     conn.autocommit = True
+    conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{round(lock_timeout * 1000)}ms",))
     return conn
 
 

@@ -24,7 +24,7 @@ class ProduceTransactionsOperator(BaseOperator):
 
     def __init__(self, *, topic: str, window_end: str, window_start: str | None = None, redrive: bool = False,
                  postgres_conn_id: str, kafka_config_id: str, rules_path: str = str(DEFAULT_RULES_PATH),
-                 batch_size: int = 10000, recording_connections: int = 2, **kwargs):
+                 batch_size: int = 10000, recording_connections: int = 2, lock_timeout: float = 60.0, **kwargs):
         super().__init__(**kwargs)
         if recording_connections < 1:
             raise ValueError(f"recording_connections must be at least 1, not {recording_connections}")
@@ -37,13 +37,15 @@ class ProduceTransactionsOperator(BaseOperator):
         self.rules_path = rules_path
         self.batch_size = batch_size
         self.recording_connections = recording_connections
+        self.lock_timeout = lock_timeout  # seconds a statement may wait for a lock (see postgres_connection)
 
     def execute(self, context) -> dict:
         rules = load_rules(self.rules_path)
         producer = LedgerflowProducerHook(kafka_config_id=self.kafka_config_id).get_producer()
         with ExitStack() as connections:
-            reader, *writers = (connections.enter_context(closing(postgres_connection(self.postgres_conn_id)))
-                                for _ in range(1 + self.recording_connections))
+            reader, *writers = (
+                connections.enter_context(closing(postgres_connection(self.postgres_conn_id, self.lock_timeout)))
+                for _ in range(1 + self.recording_connections))
             with batch_friendly_gc(), quick_thread_switches():
                 result = produce_window(
                     reader, writers, producer, self.topic, rules, end=datetime.fromisoformat(self.window_end),

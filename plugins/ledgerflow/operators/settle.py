@@ -19,9 +19,10 @@ class SettleTransactionsOperator(KafkaBatchOperator):
         self.redis = RedisHook(redis_conn_id=self.redis_conn_id).get_conn()
         # A batch's transactions are locked on one connection while the batches in flight settle on
         # others; the Redis records are written in a thread of their own, with a connection of their own.
-        self.spare_conns = [postgres_connection(self.postgres_conn_id) for _ in range(self.batches_in_flight)]
+        self.spare_conns = [postgres_connection(self.postgres_conn_id, self.lock_timeout)
+                            for _ in range(self.batches_in_flight)]
         self.batches_taken = 0
-        self.projection_conn = postgres_connection(self.postgres_conn_id)
+        self.projection_conn = postgres_connection(self.postgres_conn_id, self.lock_timeout)
         try:
             return super().execute(context)
         finally:
