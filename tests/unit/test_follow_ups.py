@@ -1,6 +1,7 @@
 """What a failed run reports of the follow-ups still running beside it."""
 
 import logging
+import threading
 from concurrent.futures import Future
 
 from ledgerflow.pipeline.follow_ups import EarlierFollowUpFailed, log_other_failures
@@ -35,3 +36,15 @@ def test_only_errors_other_than_the_run_s_own_and_than_skipped_follow_ups_are_lo
 
     assert [(r.getMessage(), r.exc_info[1]) for r in caplog.records] == [
         ("a follow-up failed too: ConnectionError('Redis is down')", other)]
+
+
+def test_a_follow_up_still_running_is_waited_for_and_its_error_logged(caplog):
+    running: Future = Future()
+    running.set_running_or_notify_cancel()
+    late = TimeoutError("Redis did not answer")
+    threading.Timer(0.2, running.set_exception, (late,)).start()
+
+    with caplog.at_level(logging.ERROR):
+        log_other_failures([running], RuntimeError("the run's own error"), logging.getLogger("test"))
+
+    assert [r.exc_info[1] for r in caplog.records] == [late]

@@ -34,7 +34,7 @@ class KafkaBatchOperator(BaseOperator):
 
     def __init__(self, *, topic: str, group_id: str, dead_letter_topic: str, kafka_config_id: str,
                  postgres_conn_id: str, batch_size: int = 10000, time_budget: float = 300.0,
-                 idle_timeout: float = 30.0, lock_timeout: float = 60.0, **kwargs):
+                 idle_timeout: float = 30.0, lock_timeout: float = 120.0, **kwargs):
         super().__init__(**kwargs)
         self.topic = topic
         self.group_id = group_id
@@ -99,8 +99,10 @@ class KafkaBatchOperator(BaseOperator):
                         for follow_up in follow_ups:
                             follow_up.cancel()
                     for follow_ups, _, applied in in_flight:
-                        log_other_failures(follow_ups, failure, self.log)
-                        applied.abandon()
+                        try:
+                            log_other_failures(follow_ups, failure, self.log)
+                        finally:
+                            applied.abandon()  # once its follow-ups are over: they may use what it releases
         finally:
             consumer.close()
             conn.close()

@@ -20,12 +20,18 @@ def audit_context(context) -> AuditContext:
 
 def postgres_connection(postgres_conn_id: str, lock_timeout: float):
     """A psycopg 3 connection in autocommit mode (the ledger functions open their own transactions) whose
-    statements wait at most `lock_timeout` seconds for a lock. The pipeline's own waits last up to one
-    batch; behind a session that holds the rows and hangs, the task fails (LockNotAvailable), visibly and
-    to be retried, instead of running for ever while its DAG, one run at a time, stands still."""
+    statements wait at most `lock_timeout` seconds for a lock. Behind a session that holds the rows and
+    hangs, the task fails (LockNotAvailable), visibly and to be retried, instead of running for ever while
+    its DAG, one run at a time, stands still. The pipeline itself holds rows for about a minute at most:
+    settle keeps a batch's transactions locked while it sends the batch's dead letters, a flush that gives
+    up after 60 s."""
     conn = PostgresHook(postgres_conn_id=postgres_conn_id).get_conn()
-    conn.autocommit = True
-    conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{round(lock_timeout * 1000)}ms",))
+    try:
+        conn.autocommit = True
+        conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{round(lock_timeout * 1000)}ms",))
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 

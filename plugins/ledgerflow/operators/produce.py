@@ -24,7 +24,8 @@ class ProduceTransactionsOperator(BaseOperator):
 
     def __init__(self, *, topic: str, window_end: str, window_start: str | None = None, redrive: bool = False,
                  postgres_conn_id: str, kafka_config_id: str, rules_path: str = str(DEFAULT_RULES_PATH),
-                 batch_size: int = 10000, recording_connections: int = 2, lock_timeout: float = 60.0, **kwargs):
+                 batch_size: int = 10000, recording_connections: int = 2, lock_timeout: float = 120.0,
+                 **kwargs):
         super().__init__(**kwargs)
         if recording_connections < 1:
             raise ValueError(f"recording_connections must be at least 1, not {recording_connections}")

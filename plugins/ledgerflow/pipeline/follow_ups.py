@@ -57,7 +57,8 @@ def run_after(earlier: list[Future], follow_up: Callable[[], T]) -> T:
 def log_other_failures(follow_ups: Iterable[Future], failure: BaseException | None, log: logging.Logger) -> None:
     """Wait for follow-ups left running when a run failed with `failure`, and log each error of theirs that
     is neither that one (the error the run raises) nor a follow-up not run because of an earlier failure:
-    nothing else would report it."""
+    nothing else would report it. A follow-up cancelled before it started needs its thread still running,
+    which marks it cancelled when it comes to it: wait() never returns for one a pool's shutdown cancelled."""
     follow_ups = list(follow_ups)
     wait(follow_ups)
     for follow_up in follow_ups:
