@@ -7,8 +7,8 @@ import pytest
 
 from ledgerflow.core.audit import AuditContext
 from ledgerflow.core.reasons import ReasonCode
-from ledgerflow.core.states import TERMINAL, TRANSITIONS, Status
-from ledgerflow.store.ledger import settle
+from ledgerflow.core.states import TERMINAL, TRANSITIONS, Status, StatusChange
+from ledgerflow.store.ledger import settle, transition
 
 
 def test_the_database_knows_exactly_the_cores_statuses_and_transitions(pg):
@@ -167,3 +167,32 @@ def test_the_transfer_is_fixed_from_the_insert_on(ledger):
                                     {"id": transaction_id, "other": other})
     ledger.conn.execute("UPDATE transactions SET amount = 1.00, description = 'noted' WHERE transaction_id = %s",
                         (pending,))  # the same transfer: allowed
+
+
+def test_every_status_change_is_stamped_with_its_database_transactions_time(ledger):
+    """The pipeline's statements stamp status_changed_at themselves; any other writer's status change is
+    stamped by the database, whatever stamp it sets."""
+    source, destination = ledger.accounts("100.00", "0.00")
+    unstamped, backdated, decided = ledger.transactions(*[(source, destination, "1.00")] * 3)
+
+    def stamp(transaction_id):
+        return ledger.conn.execute("SELECT status_changed_at FROM transactions WHERE transaction_id = %s",
+                                   (transaction_id,)).fetchone()[0]
+
+    with ledger.conn.transaction():
+        [now] = ledger.conn.execute("SELECT now()").fetchone()
+        ledger.conn.execute("UPDATE transactions SET status = 'cleared', status_reason_code = 'CLEARED' "
+                            "WHERE transaction_id = %s", (unstamped,))
+        ledger.conn.execute("UPDATE transactions SET status = 'cleared', status_reason_code = 'CLEARED', "
+                            "status_changed_at = '2000-01-01' WHERE transaction_id = %s", (backdated,))
+    assert (stamp(unstamped), stamp(backdated)) == (now, now)
+
+    decision = transition(ledger.conn, [StatusChange(decided, Status.PENDING, Status.CLEARED, ReasonCode.CLEARED,
+                                                      "risk score 0 is below 40")], AuditContext(changed_by="tests"))
+    assert decision.applied == [decided]
+    assert stamp(decided) == decision.changed_at
+    assert stamp(decided) > now
+
+    settlement = settle(ledger.conn, [unstamped, backdated], AuditContext(changed_by="tests"))
+    assert (stamp(unstamped), stamp(backdated)) == (settlement.settled_at, settlement.settled_at)
+    assert settlement.settled_at > now
