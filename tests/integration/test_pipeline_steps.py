@@ -186,19 +186,13 @@ def test_a_batch_recorded_in_parts_is_recorded_by_each_part_and_fails_if_a_part_
     assert [i for i, in recorded] == ids[:2], "the first writer's part, the first half in stream order"
 
 
-def test_a_batch_the_broker_acknowledged_is_recorded_even_when_the_next_batch_fails(topics, producer, ledger,
-                                                                                   monkeypatch):
-    """A failure in the task's thread (here a row that cannot be converted) stops produce, but the follow-ups
-    still running finish: the batch being published when it failed is recorded once acknowledged, in parts."""
+def produce_with_the_second_batch_failing(ledger, producer, topic: str, monkeypatch, publish_step) -> list[str]:
+    """Produce four new transactions in batches of 2, recorded in two parts, publishing with `publish_step`;
+    the task's thread fails on the second batch (a row that cannot be converted). Returns their ids."""
     source, destination = ledger.accounts("1000.00", "0.00")
     ids = ledger.transactions(*[(source, destination, "1.00")] * 4)
     created = ledger.conn.execute("SELECT min(created_at), max(created_at) FROM transactions "
                                   "WHERE transaction_id = ANY(%s)", (ids,)).fetchone()
-
-    def slow_publish(*args, **kwargs):  # the first batch is still being published when the second fails
-        time.sleep(1)
-        return publish(*args, **kwargs)
-
     converted = 0
 
     def to_message_failing_in_the_second_batch(*args):
@@ -208,16 +202,28 @@ def test_a_batch_the_broker_acknowledged_is_recorded_even_when_the_next_batch_fa
             raise ValueError("a row that cannot be converted")
         return to_message(*args)
 
-    monkeypatch.setattr(produce_module, "publish", slow_publish)
+    monkeypatch.setattr(produce_module, "publish", publish_step)
     monkeypatch.setattr(produce_module, "to_message", to_message_failing_in_the_second_batch)
     reader, *writers = open_pg(), open_pg(), open_pg()
     try:
         with pytest.raises(ValueError, match="cannot be converted"):
-            produce_window(reader, writers, producer, topics["in"], load_rules(), start=created[0],
+            produce_window(reader, writers, producer, topic, load_rules(), start=created[0],
                            end=created[1] + timedelta(microseconds=1), redrive=True, batch_size=2)
     finally:
         for conn in (reader, *writers):
             conn.close()
+    return ids
+
+
+def test_a_batch_the_broker_acknowledged_is_recorded_even_when_the_next_batch_fails(topics, producer, ledger,
+                                                                                   monkeypatch):
+    """A failure in the task's thread stops produce, but the follow-ups still running finish: the batch being
+    published when it failed is recorded once acknowledged, in parts."""
+    def slow_publish(*args, **kwargs):  # the first batch is still being published when the second fails
+        time.sleep(1)
+        return publish(*args, **kwargs)
+
+    ids = produce_with_the_second_batch_failing(ledger, producer, topics["in"], monkeypatch, slow_publish)
 
     assert len(read_all(topics["in"], 2)) == 2
     recorded = ledger.conn.execute("SELECT transaction_id FROM transactions WHERE transaction_id = ANY(%s) "
@@ -229,34 +235,12 @@ def test_a_publish_that_fails_while_the_next_batch_fails_is_logged_and_its_batch
         topics, producer, ledger, monkeypatch, caplog):
     """The run raises the task thread's error; the error of the batch then being published would otherwise be
     lost. The batch is not recorded: it goes out again."""
-    source, destination = ledger.accounts("1000.00", "0.00")
-    ids = ledger.transactions(*[(source, destination, "1.00")] * 4)
-    created = ledger.conn.execute("SELECT min(created_at), max(created_at) FROM transactions "
-                                  "WHERE transaction_id = ANY(%s)", (ids,)).fetchone()
-
     def publish_failing_late(*args, **kwargs):  # fails after the second batch failed to convert
         time.sleep(1)
         raise DeliveryFailed("the broker went away")
 
-    converted = 0
-
-    def to_message_failing_in_the_second_batch(*args):
-        nonlocal converted
-        converted += 1
-        if converted == 3:
-            raise ValueError("a row that cannot be converted")
-        return to_message(*args)
-
-    monkeypatch.setattr(produce_module, "publish", publish_failing_late)
-    monkeypatch.setattr(produce_module, "to_message", to_message_failing_in_the_second_batch)
-    reader, *writers = open_pg(), open_pg(), open_pg()
-    try:
-        with pytest.raises(ValueError, match="cannot be converted"), caplog.at_level("ERROR", produce_module.log.name):
-            produce_window(reader, writers, producer, topics["in"], load_rules(), start=created[0],
-                           end=created[1] + timedelta(microseconds=1), redrive=True, batch_size=2)
-    finally:
-        for conn in (reader, *writers):
-            conn.close()
+    with caplog.at_level("ERROR", produce_module.log.name):
+        ids = produce_with_the_second_batch_failing(ledger, producer, topics["in"], monkeypatch, publish_failing_late)
 
     assert [r.getMessage() for r in caplog.records if r.name == produce_module.log.name] == [
         "a follow-up failed too: DeliveryFailed('the broker went away')"], "the publish, not the record after it"
