@@ -186,6 +186,28 @@ def test_a_batch_recorded_in_parts_is_recorded_by_each_part_and_fails_if_a_part_
     assert [i for i, in recorded] == ids[:2], "the first writer's part, the first half in stream order"
 
 
+def test_a_batch_whose_parts_all_fail_to_record_raises_the_first_error_and_logs_the_other(topics, producer, ledger,
+                                                                                          caplog):
+    source, destination = ledger.accounts("1000.00", "0.00")
+    ids = ledger.transactions(*[(source, destination, "1.00")] * 4)
+    created = ledger.conn.execute("SELECT min(created_at), max(created_at) FROM transactions "
+                                  "WHERE transaction_id = ANY(%s)", (ids,)).fetchone()
+    reader, first, second = open_pg(), open_pg(), open_pg()
+    first.close()
+    second.close()
+    try:
+        with pytest.raises(psycopg.OperationalError), caplog.at_level("ERROR", produce_module.log.name):
+            produce_window(reader, [first, second], producer, topics["in"], load_rules(), start=created[0],
+                           end=created[1] + timedelta(microseconds=1), redrive=True, batch_size=4)
+    finally:
+        reader.close()
+
+    assert [r.exc_info[0] for r in caplog.records if r.name == produce_module.log.name] == [psycopg.OperationalError]
+    recorded = ledger.conn.execute("SELECT count(*) FROM transactions WHERE transaction_id = ANY(%s) "
+                                   "AND published_at IS NOT NULL", (ids,)).fetchone()[0]
+    assert recorded == 0
+
+
 def produce_with_the_second_batch_failing(ledger, producer, topic: str, monkeypatch, publish_step) -> list[str]:
     """Produce four new transactions in batches of 2, recorded in two parts, publishing with `publish_step`;
     the task's thread fails on the second batch (a row that cannot be converted). Returns their ids."""

@@ -4,7 +4,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -102,10 +102,11 @@ def produce_window(reader, writers: Sequence, producer, topic: str, rules: Rules
         others = [recording_threads.submit(record_part, writer, part) for writer, part in zip(writers[1:], parts[1:])]
         try:
             record_part(writers[0], parts[0])
-        finally:
-            wait(others)  # no writer is left in use, whatever failed
-        for other in others:
-            other.result()
+            for other in others:
+                other.result()
+        except BaseException as failure:
+            log_other_failures(others, failure, log)  # waits for them: no writer is left in use
+            raise
 
     def wait_for(follow_ups: list[Future]) -> None:
         for follow_up in follow_ups:
