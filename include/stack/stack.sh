@@ -390,20 +390,24 @@ cmd_pipeline() {
 # is dropped and made again as `up` makes it (schema and sample data), the topics are recreated and the
 # records' Redis database is emptied. Airflow, its metadata and the DAGs' pause state stay; a task that runs
 # meanwhile fails, and the next runs start from the new data.
+# The database comes back last: while it is missing every run fails, so the pipeline cannot take up the sample
+# data before the topics and Redis are new too. Made first, its sample transactions could be published into
+# topics about to go, or settled before Redis was emptied, which took their records away.
 cmd_reset() {
   program_running services:postgres && program_running services:redis && program_running services:kafka ||
     die "the stack is not up: start it with make run (or stack.sh up)"
   [ "$LEDGERFLOW_DB_NAME" != "$LEDGERFLOW_AIRFLOW_DB_NAME" ] || die "LEDGERFLOW_DB_NAME is Airflow's database"
   PG_ROOT=$(pg_root)
-  say "dropping and recreating database $LEDGERFLOW_DB_NAME"
+  say "dropping database $LEDGERFLOW_DB_NAME"
   pg_admin -d postgres <<EOF
 SELECT format('DROP DATABASE IF EXISTS %I WITH (FORCE)', '$LEDGERFLOW_DB_NAME') \gexec
 EOF
-  bootstrap_databases
-  python "$STACK_DIR/migrate.py" --seed
   python "$STACK_DIR/create_topics.py" --recreate --partitions "$LEDGERFLOW_TOPIC_PARTITIONS" $LEDGERFLOW_TOPICS
   redis_cli -n "${LEDGERFLOW_REDIS_DB:-0}" flushdb >/dev/null
   redis_cli bgrewriteaof >/dev/null  # else the append-only file keeps the records on disk until it grows
+  say "creating database $LEDGERFLOW_DB_NAME"
+  bootstrap_databases
+  python "$STACK_DIR/migrate.py" --seed
   say "reset: database $LEDGERFLOW_DB_NAME holds the schema and sample data, the topics are empty," \
     "Redis database ${LEDGERFLOW_REDIS_DB:-0} is empty"
 }
