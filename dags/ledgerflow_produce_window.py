@@ -1,13 +1,16 @@
 """produce_window: re-drive an hour of transactions that are not terminal yet, for backfills.
 
-    airflow backfill create --dag-id ledgerflow_produce_window --from-date 2026-11-24T00:00:00+00:00 --to-date 2026-11-24T23:00:00+00:00
+    airflow backfill create --dag-id ledgerflow_produce_window --reprocess-behavior completed \\
+        --from-date 2026-11-24T00:00:00+00:00 --to-date 2026-11-24T23:00:00+00:00
 
-creates one run per hour of 24 November: 24 runs (both dates name the start of an hour, and both are
-included). Each publishes its hour's pending, cleared and cleared-with-conditions transactions again,
-published before or not (after an outage, a lost topic, a restored backup). clear and settle treat a
-transaction that already moved on as a duplicate: they republish or rewrite what the ledger records and
-settle nothing twice. A backfill's runs start only while this DAG is unpaused (`airflow dags unpause
-ledgerflow_produce_window`); left unpaused, it also re-drives the hour before every hour, as a safety net.
+runs each hour of 24 November: 24 runs (both dates name the start of an hour, and both are included).
+`--reprocess-behavior completed` runs again an hour that has run before (by an earlier backfill, or on
+schedule while unpaused); without it, Airflow skips such an hour and reports nothing. Each run publishes
+its hour's pending, cleared and cleared-with-conditions transactions again, published before or not (after
+an outage, a lost topic, a restored backup). clear and settle treat a transaction that already moved on as
+a duplicate: they republish or rewrite what the ledger records and settle nothing twice. A backfill's runs
+start only while this DAG is unpaused (`airflow dags unpause ledgerflow_produce_window`); left unpaused, it
+also re-drives the hour before every hour, as a safety net.
 """
 
 from datetime import UTC, datetime, timedelta
