@@ -196,3 +196,37 @@ def test_every_status_change_is_stamped_with_its_database_transactions_time(ledg
     settlement = settle(ledger.conn, [unstamped, backdated], AuditContext(changed_by="tests"))
     assert (stamp(unstamped), stamp(backdated)) == (settlement.settled_at, settlement.settled_at)
     assert settlement.settled_at > now
+
+
+def test_a_status_change_by_hand_must_say_why(ledger):
+    """Clear republishes the outcome the ledger records for a transaction that is no longer pending, and an
+    outcome needs a reason code: without one, every batch holding the transaction failed, again and again."""
+    source, destination = ledger.accounts("100.00", "0.00")
+    [transaction_id] = ledger.transactions((source, destination, "1.00"))
+
+    refused_and_rolled_back(ledger.conn, "UPDATE transactions SET status = 'rejected' WHERE transaction_id = %s",
+                            psycopg.errors.CheckViolation, "pending -> rejected of transaction .* does not say why",
+                            (transaction_id,))
+    ledger.conn.execute("UPDATE transactions SET status = 'rejected', status_reason_code = 'REVIEW_DECLINED' "
+                        "WHERE transaction_id = %s", (transaction_id,))
+
+    assert ledger.statuses([transaction_id]) == {transaction_id: "rejected"}
+    assert [row[:3] for row in ledger.audit(transaction_id)] == [("pending", "rejected", "REVIEW_DECLINED")]
+
+
+def test_only_a_settlement_settles(ledger):
+    """cleared -> settled is a legal transition, but a transaction settled by hand has no journal postings, and
+    its settlement record (balances before and after) cannot be written: settle's batches holding it failed."""
+    source, destination = ledger.accounts("100.00", "0.00")
+    [by_hand, by_settlement] = ledger.transactions((source, destination, "1.00"), (source, destination, "2.00"),
+                                                   status="cleared")
+
+    refused_and_rolled_back(ledger.conn, "UPDATE transactions SET status = 'settled', status_reason_code = 'SETTLED' "
+                            "WHERE transaction_id = %s", psycopg.errors.CheckViolation,
+                            f"transaction {by_hand} can be settled only by a settlement", (by_hand,))
+
+    settlement = settle(ledger.conn, [by_settlement], AuditContext(changed_by="tests"))
+
+    assert [o.transfer.transaction_id for o in settlement.outcomes] == [by_settlement]
+    assert ledger.statuses([by_hand, by_settlement]) == {by_hand: "cleared", by_settlement: "settled"}
+    assert ledger.reconciliation_gaps([source, destination]) == []

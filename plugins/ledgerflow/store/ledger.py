@@ -125,8 +125,10 @@ def statuses(conn, transaction_ids: list[str]) -> dict[str, Status]:
     return {i: Status(status) for i, status in conn.execute(SELECT_STATUSES, (transaction_ids,)).fetchall()}
 
 
-def _set_audit_context(cursor, context: AuditContext) -> None:
+def _set_audit_context(cursor, context: AuditContext, settling: bool = False) -> None:
     settings = context.settings()
+    if settling:  # the database lets only a settlement, which writes the journal postings, settle (sql/0014)
+        settings["ledgerflow.settling"] = "on"
     cursor.execute(SET_AUDIT_CONTEXT, (list(settings), list(settings.values())))
 
 
@@ -196,7 +198,7 @@ class LockedSettlement:
         # read committed: complete() must read the balances the previous settlement committed meanwhile
         conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
         with self._rolled_back_on_error(), conn.cursor() as cursor:
-            _set_audit_context(cursor, context)
+            _set_audit_context(cursor, context, settling=True)
             cursor.execute(LOCK_TRANSACTIONS, (self.ordered_ids,))
             self.statuses, self.recorded, self.risk_scores, self.settled_at = {}, {}, {}, None
             for transaction_id, status, from_account, to_account, amount, risk_score, self.settled_at \
