@@ -35,8 +35,11 @@ with DAG(
     ProduceTransactionsOperator(
         task_id="redrive_window",
         topic=topology.TRANSACTIONS_TOPIC,
-        window_start="{{ data_interval_start }}",
-        window_end="{{ data_interval_end }}",
+        # A run triggered without a logical date (the trigger's default) has no data interval: it re-drives the
+        # hour before it was triggered.
+        window_start="{{ data_interval_start if data_interval_start is defined "
+                     "else dag_run.run_after - macros.timedelta(hours=1) }}",
+        window_end="{{ data_interval_end if data_interval_end is defined else dag_run.run_after }}",
         redrive=True,
         postgres_conn_id=topology.POSTGRES_CONN_ID,
         kafka_config_id=topology.KAFKA_CONN_ID,

@@ -57,6 +57,17 @@ class AirflowApi:
             self.set_paused(dag_id, True)
             self.fail_active_runs(dag_id)
 
+    def trigger(self, dag_id: str) -> str:
+        """Trigger a run as the UI's and CLI's trigger does by default, without a logical date; returns its id."""
+        response = self.client.post(f"/dags/{dag_id}/dagRuns", json={"logical_date": None})
+        response.raise_for_status()
+        return response.json()["dag_run_id"]
+
+    def run_state(self, dag_id: str, run_id: str) -> str:
+        response = self.client.get(f"/dags/{dag_id}/dagRuns/{run_id}")
+        response.raise_for_status()
+        return response.json()["state"]
+
     def running_tasks(self, dag_id: str) -> list[dict]:
         response = self.client.get(f"/dags/{dag_id}/dagRuns/~/taskInstances", params={"state": "running"})
         response.raise_for_status()

@@ -1,7 +1,10 @@
 """The pipeline driven for real: with the scheduler, dag-processor and triggerer running and the DAGs
-unpaused, inserted transactions are settled (or rejected) within a bounded time, with no manual trigger."""
+unpaused, inserted transactions are settled (or rejected) within a bounded time, with no manual trigger; and
+a manual trigger, as the UI makes it, runs."""
 
 import time
+
+import pytest
 
 from tests.e2e.conftest import Scenario
 
@@ -29,3 +32,20 @@ def test_inserted_transactions_reach_a_terminal_status_without_a_manual_trigger(
         f"after {elapsed:.0f}s: {statuses}")
     assert scenario.reconciliation_gaps() == []
     print(f"terminal {elapsed:.1f}s after the insert")
+
+
+@pytest.mark.parametrize("dag_id", ["ledgerflow_produce", "ledgerflow_produce_window"])
+def test_a_run_triggered_without_a_logical_date_succeeds(airflow_api, dag_id):
+    """The trigger's default, in the UI as with `airflow dags trigger`, is a run with no logical date and so no
+    data interval; the produce DAGs' window then ends when the run was triggered."""
+    try:
+        airflow_api.set_paused(dag_id, False)
+        run_id = airflow_api.trigger(dag_id)
+        started = time.monotonic()
+        while (state := airflow_api.run_state(dag_id, run_id)) not in ("success", "failed"):
+            assert time.monotonic() - started < BOUND_SECONDS, f"{run_id} still {state}"
+            time.sleep(1)
+    finally:
+        airflow_api.stop_pipeline()
+
+    assert state == "success"
