@@ -31,6 +31,8 @@ stamp_matches() { [ -f "$1" ] && [ "$(cat "$1")" = "$2" ]; }
 
 install_apt_packages() {
   local missing=()
+  # Debian's python3 makes virtualenvs only with python3-venv (ensurepip)
+  python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3 python3-venv)
   command -v redis-server >/dev/null || missing+=(redis-server)
   ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
   command -v psql >/dev/null || missing+=(postgresql-client)
@@ -48,7 +50,8 @@ install_python() {
   sum=$(sha256sum "$LEDGERFLOW_ROOT/requirements.txt" | cut -d' ' -f1)
   stamp_matches "$stamp" "$sum" && return
   say "installing Python dependencies into .venv"
-  [ -x "$LEDGERFLOW_VENV/bin/python" ] || python3 -m venv "$LEDGERFLOW_VENV"
+  # pip, not python: a venv that failed half-way (no ensurepip) has bin/python and no pip
+  [ -x "$LEDGERFLOW_VENV/bin/pip" ] || python3 -m venv --clear "$LEDGERFLOW_VENV"
   "$LEDGERFLOW_VENV/bin/pip" install -q --disable-pip-version-check -r "$LEDGERFLOW_ROOT/requirements.txt"
   echo "$sum" >"$stamp"
 }
