@@ -261,8 +261,24 @@ start_program() {
   supervisorctl start "$1" >/dev/null || die "$1 failed to start; see $LOG_DIR/$1.log"
 }
 
+# Outside the checkout (see pg_root), PostgreSQL's data outlives it: a checkout deleted and cloned again at the
+# same path would bring back the old databases (Airflow's history, transactions published into topics that are
+# gone) beside new topics, Redis and secrets. Data that this checkout's state does not claim is moved aside when
+# the checkout is new (no Kafka data yet); a checkout that already runs claims the data it has.
+claim_postgres_data() {
+  local pg="$1" claim="$LEDGERFLOW_STATE/postgres-data-path" aside
+  case "$pg" in "$LEDGERFLOW_STATE"/*) return 0 ;; esac
+  if [ -f "$pg/data/PG_VERSION" ] && [ ! -f "$claim" ] && [ ! -d "$KAFKA_DATA" ]; then
+    aside="$pg.earlier-checkout-$(date +%Y%m%d%H%M%S)"
+    mv "$pg" "$aside"
+    say "moved the PostgreSQL data of an earlier checkout at this path to $aside; remove it once not needed"
+  fi
+  echo "$pg" >"$claim"
+}
+
 init_postgres() {
   local pg="$1"
+  claim_postgres_data "$pg"
   mkdir -p "$pg/socket" && chown postgres:postgres "$pg" "$pg/socket"
   [ -f "$pg/data/PG_VERSION" ] && return
   say "initialising PostgreSQL in $pg/data"
