@@ -200,18 +200,23 @@ def test_every_status_change_is_stamped_with_its_database_transactions_time(ledg
 
 def test_a_status_change_by_hand_must_say_why(ledger):
     """Clear republishes the outcome the ledger records for a transaction that is no longer pending, and an
-    outcome needs a reason code: without one, every batch holding the transaction failed, again and again."""
+    outcome needs a reason code: without one, every batch holding the transaction failed, again and again. The
+    reason is the change's own: one kept from the status before would be published and audited as this one's."""
     source, destination = ledger.accounts("100.00", "0.00")
-    [transaction_id] = ledger.transactions((source, destination, "1.00"))
+    [pending] = ledger.transactions((source, destination, "1.00"))
+    [cleared] = ledger.transactions((source, destination, "2.00"), status="cleared")  # for the reason CLEARED
 
-    refused_and_rolled_back(ledger.conn, "UPDATE transactions SET status = 'rejected' WHERE transaction_id = %s",
-                            psycopg.errors.CheckViolation, "pending -> rejected of transaction .* does not say why",
-                            (transaction_id,))
-    ledger.conn.execute("UPDATE transactions SET status = 'rejected', status_reason_code = 'REVIEW_DECLINED' "
-                        "WHERE transaction_id = %s", (transaction_id,))
+    for transaction_id, old in ((pending, "pending"), (cleared, "cleared")):
+        refused_and_rolled_back(ledger.conn, "UPDATE transactions SET status = 'rejected' WHERE transaction_id = %s",
+                                psycopg.errors.CheckViolation,
+                                f"{old} -> rejected of transaction {transaction_id} does not say why",
+                                (transaction_id,))
+        ledger.conn.execute("UPDATE transactions SET status = 'rejected', status_reason_code = 'REVIEW_DECLINED' "
+                            "WHERE transaction_id = %s", (transaction_id,))
 
-    assert ledger.statuses([transaction_id]) == {transaction_id: "rejected"}
-    assert [row[:3] for row in ledger.audit(transaction_id)] == [("pending", "rejected", "REVIEW_DECLINED")]
+    assert ledger.statuses([pending, cleared]) == {pending: "rejected", cleared: "rejected"}
+    assert [row[:3] for row in ledger.audit(pending)] == [("pending", "rejected", "REVIEW_DECLINED")]
+    assert [row[:3] for row in ledger.audit(cleared)][-1] == ("cleared", "rejected", "REVIEW_DECLINED")
 
 
 def test_only_a_settlement_settles(ledger):
@@ -224,6 +229,12 @@ def test_only_a_settlement_settles(ledger):
     refused_and_rolled_back(ledger.conn, "UPDATE transactions SET status = 'settled', status_reason_code = 'SETTLED' "
                             "WHERE transaction_id = %s", psycopg.errors.CheckViolation,
                             f"transaction {by_hand} can be settled only by a settlement", (by_hand,))
+    # beside a transition that is illegal in any case, that is the error reported, whichever row comes first
+    [still_pending] = ledger.transactions((source, destination, "3.00"))
+    refused_and_rolled_back(ledger.conn, "UPDATE transactions SET status = 'settled', status_reason_code = 'SETTLED' "
+                            "WHERE transaction_id = ANY(%s)", psycopg.errors.CheckViolation,
+                            f"illegal status transition pending -> settled for transaction {still_pending}",
+                            ([by_hand, still_pending],))
 
     settlement = settle(ledger.conn, [by_settlement], AuditContext(changed_by="tests"))
 
