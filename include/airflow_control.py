@@ -63,10 +63,16 @@ class AirflowApi:
         response.raise_for_status()
         return response.json()["dag_run_id"]
 
-    def run_state(self, dag_id: str, run_id: str) -> str:
+    def run(self, dag_id: str, run_id: str) -> dict:
         response = self.client.get(f"/dags/{dag_id}/dagRuns/{run_id}")
         response.raise_for_status()
-        return response.json()["state"]
+        return response.json()
+
+    def rendered_fields(self, dag_id: str, run_id: str, task_id: str) -> dict:
+        """A task's templated fields as its run rendered them."""
+        response = self.client.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}")
+        response.raise_for_status()
+        return response.json()["rendered_fields"]
 
     def running_tasks(self, dag_id: str) -> list[dict]:
         response = self.client.get(f"/dags/{dag_id}/dagRuns/~/taskInstances", params={"state": "running"})

@@ -264,11 +264,15 @@ start_program() {
 # Outside the checkout (see pg_root), PostgreSQL's data outlives it: a checkout deleted and cloned again at the
 # same path would bring back the old databases (Airflow's history, transactions published into topics that are
 # gone) beside new topics, Redis and secrets. Data that this checkout's state does not claim is moved aside when
-# the checkout is new (no Kafka data yet); a checkout that already runs claims the data it has.
+# the checkout has never been up (no supervisord.conf, which every `up` writes); a checkout that has been up
+# claims the data it has.
 claim_postgres_data() {
-  local pg="$1" claim="$LEDGERFLOW_STATE/postgres-data-path" aside
+  local pg="$1" claim="$LEDGERFLOW_STATE/postgres-data-path" aside pid
   case "$pg" in "$LEDGERFLOW_STATE"/*) return 0 ;; esac
-  if [ -f "$pg/data/PG_VERSION" ] && [ ! -f "$claim" ] && [ ! -d "$KAFKA_DATA" ]; then
+  if [ -f "$pg/data/PG_VERSION" ] && [ ! -f "$claim" ] && [ ! -f "$SUPERVISOR_CONF" ]; then
+    pid=$(head -n 1 "$pg/data/postmaster.pid" 2>/dev/null || true)
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null &&
+      die "PostgreSQL of an earlier checkout at this path still runs on $pg/data (pid $pid): stop it first"
     aside="$pg.earlier-checkout-$(date +%Y%m%d%H%M%S)"
     mv "$pg" "$aside"
     say "moved the PostgreSQL data of an earlier checkout at this path to $aside; remove it once not needed"
@@ -421,8 +425,10 @@ cmd_reset() {
   pg_admin -d postgres <<EOF
 SELECT format('DROP DATABASE IF EXISTS %I WITH (FORCE)', '$LEDGERFLOW_DB_NAME') \gexec
 EOF
-  python "$STACK_DIR/create_topics.py" --recreate --partitions "$LEDGERFLOW_TOPIC_PARTITIONS" $LEDGERFLOW_TOPICS
-  redis_cli -n "${LEDGERFLOW_REDIS_DB:-0}" flushdb >/dev/null
+  local gone="database $LEDGERFLOW_DB_NAME is dropped: run the reset again"
+  python "$STACK_DIR/create_topics.py" --recreate --partitions "$LEDGERFLOW_TOPIC_PARTITIONS" $LEDGERFLOW_TOPICS ||
+    die "the topics were not recreated; $gone"
+  redis_cli -n "${LEDGERFLOW_REDIS_DB:-0}" flushdb >/dev/null || die "Redis was not emptied; $gone"
   redis_cli bgrewriteaof >/dev/null  # else the append-only file keeps the records on disk until it grows
   say "creating database $LEDGERFLOW_DB_NAME"
   bootstrap_databases

@@ -3,6 +3,7 @@ unpaused, inserted transactions are settled (or rejected) within a bounded time,
 a manual trigger, as the UI makes it, runs."""
 
 import time
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -34,18 +35,28 @@ def test_inserted_transactions_reach_a_terminal_status_without_a_manual_trigger(
     print(f"terminal {elapsed:.1f}s after the insert")
 
 
-@pytest.mark.parametrize("dag_id", ["ledgerflow_produce", "ledgerflow_produce_window"])
-def test_a_run_triggered_without_a_logical_date_succeeds(airflow_api, dag_id):
+@pytest.mark.parametrize(("dag_id", "task_id", "hours_back"), [
+    ("ledgerflow_produce", "publish_new_transactions", None),
+    ("ledgerflow_produce_window", "redrive_window", 1),
+])
+def test_a_run_triggered_without_a_logical_date_takes_the_window_before_the_trigger(
+        airflow_api, dag_id, task_id, hours_back):
     """The trigger's default, in the UI as with `airflow dags trigger`, is a run with no logical date and so no
-    data interval; the produce DAGs' window then ends when the run was triggered."""
+    data interval: produce then takes what was created before the trigger, the window DAG re-drives the hour
+    before it."""
     try:
         airflow_api.set_paused(dag_id, False)
         run_id = airflow_api.trigger(dag_id)
         started = time.monotonic()
-        while (state := airflow_api.run_state(dag_id, run_id)) not in ("success", "failed"):
-            assert time.monotonic() - started < BOUND_SECONDS, f"{run_id} still {state}"
+        while (run := airflow_api.run(dag_id, run_id))["state"] not in ("success", "failed"):
+            assert time.monotonic() - started < BOUND_SECONDS, f"{run_id} still {run['state']}"
             time.sleep(1)
     finally:
         airflow_api.stop_pipeline()
 
-    assert state == "success"
+    assert (run["state"], run["logical_date"]) == ("success", None)
+    fields = airflow_api.rendered_fields(dag_id, run_id, task_id)
+    triggered = datetime.fromisoformat(run["run_after"])
+    assert datetime.fromisoformat(fields["window_end"]) == triggered
+    window_start = fields["window_start"] and datetime.fromisoformat(fields["window_start"])
+    assert window_start == (None if hours_back is None else triggered - timedelta(hours=hours_back))
