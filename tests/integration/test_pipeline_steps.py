@@ -157,64 +157,64 @@ def test_a_batch_the_broker_does_not_acknowledge_stops_produce_before_anything_i
         writer.close()
         impatient.purge()
 
-    recorded = ledger.conn.execute("SELECT count(*) FROM transactions WHERE transaction_id = ANY(%s) "
-                                   "AND published_at IS NOT NULL", (ids,)).fetchone()[0]
-    assert recorded == 0
+    assert published(ledger, ids) == []
+
+
+def four_new_transfers(ledger) -> tuple[list[str], datetime, datetime]:
+    """Four new transfers between two new accounts, and the window [start, end) that holds exactly them."""
+    source, destination = ledger.accounts("1000.00", "0.00")
+    ids = ledger.transactions(*[(source, destination, "1.00")] * 4)
+    first, last = ledger.conn.execute("SELECT min(created_at), max(created_at) FROM transactions "
+                                      "WHERE transaction_id = ANY(%s)", (ids,)).fetchone()
+    return ids, first, last + timedelta(microseconds=1)
+
+
+def published(ledger, ids) -> list[str]:
+    """Those of the transactions that are recorded as published, in stream order."""
+    return [i for i, in ledger.conn.execute("SELECT transaction_id FROM transactions WHERE transaction_id = ANY(%s) "
+                                            "AND published_at IS NOT NULL ORDER BY created_at, id", (ids,))]
 
 
 def test_a_batch_recorded_in_parts_is_recorded_by_each_part_and_fails_if_a_part_fails(topics, producer, ledger):
     """Each writer records its part of a batch in a database transaction of its own: a part that fails fails
     the run, once the other parts are done, and its transactions stay unpublished, to go out again."""
-    source, destination = ledger.accounts("1000.00", "0.00")
-    ids = ledger.transactions(*[(source, destination, "1.00")] * 4)
-    created = ledger.conn.execute("SELECT min(created_at), max(created_at) FROM transactions "
-                                  "WHERE transaction_id = ANY(%s)", (ids,)).fetchone()
+    ids, start, end = four_new_transfers(ledger)
     reader, first, second = open_pg(), open_pg(), open_pg()
     second.close()
     try:
         with pytest.raises(psycopg.OperationalError):
-            produce_window(reader, [first, second], producer, topics["in"], load_rules(), start=created[0],
-                           end=created[1] + timedelta(microseconds=1), redrive=True, batch_size=4)
+            produce_window(reader, [first, second], producer, topics["in"], load_rules(), start=start, end=end,
+                           redrive=True, batch_size=4)
         assert first.info.transaction_status == TransactionStatus.IDLE
     finally:
         reader.close()
         first.close()
 
     assert len(read_all(topics["in"], 4)) == 4
-    recorded = ledger.conn.execute("SELECT transaction_id FROM transactions WHERE transaction_id = ANY(%s) "
-                                   "AND published_at IS NOT NULL ORDER BY created_at, id", (ids,)).fetchall()
-    assert [i for i, in recorded] == ids[:2], "the first writer's part, the first half in stream order"
+    assert published(ledger, ids) == ids[:2], "the first writer's part, the first half in stream order"
 
 
 def test_a_batch_whose_parts_all_fail_to_record_raises_the_first_error_and_logs_the_other(topics, producer, ledger,
                                                                                           caplog):
-    source, destination = ledger.accounts("1000.00", "0.00")
-    ids = ledger.transactions(*[(source, destination, "1.00")] * 4)
-    created = ledger.conn.execute("SELECT min(created_at), max(created_at) FROM transactions "
-                                  "WHERE transaction_id = ANY(%s)", (ids,)).fetchone()
+    ids, start, end = four_new_transfers(ledger)
     reader, first, second = open_pg(), open_pg(), open_pg()
     first.close()
     second.close()
     try:
         with pytest.raises(psycopg.OperationalError), caplog.at_level("ERROR", produce_module.log.name):
-            produce_window(reader, [first, second], producer, topics["in"], load_rules(), start=created[0],
-                           end=created[1] + timedelta(microseconds=1), redrive=True, batch_size=4)
+            produce_window(reader, [first, second], producer, topics["in"], load_rules(), start=start, end=end,
+                           redrive=True, batch_size=4)
     finally:
         reader.close()
 
     assert [r.exc_info[0] for r in caplog.records if r.name == produce_module.log.name] == [psycopg.OperationalError]
-    recorded = ledger.conn.execute("SELECT count(*) FROM transactions WHERE transaction_id = ANY(%s) "
-                                   "AND published_at IS NOT NULL", (ids,)).fetchone()[0]
-    assert recorded == 0
+    assert published(ledger, ids) == []
 
 
 def produce_with_the_second_batch_failing(ledger, producer, topic: str, monkeypatch, publish_step) -> list[str]:
     """Produce four new transactions in batches of 2, recorded in two parts, publishing with `publish_step`;
     the task's thread fails on the second batch (a row that cannot be converted). Returns their ids."""
-    source, destination = ledger.accounts("1000.00", "0.00")
-    ids = ledger.transactions(*[(source, destination, "1.00")] * 4)
-    created = ledger.conn.execute("SELECT min(created_at), max(created_at) FROM transactions "
-                                  "WHERE transaction_id = ANY(%s)", (ids,)).fetchone()
+    ids, start, end = four_new_transfers(ledger)
     converted = 0
 
     def to_message_failing_in_the_second_batch(*args):
@@ -229,8 +229,8 @@ def produce_with_the_second_batch_failing(ledger, producer, topic: str, monkeypa
     reader, *writers = open_pg(), open_pg(), open_pg()
     try:
         with pytest.raises(ValueError, match="cannot be converted"):
-            produce_window(reader, writers, producer, topic, load_rules(), start=created[0],
-                           end=created[1] + timedelta(microseconds=1), redrive=True, batch_size=2)
+            produce_window(reader, writers, producer, topic, load_rules(), start=start, end=end, redrive=True,
+                           batch_size=2)
     finally:
         for conn in (reader, *writers):
             conn.close()
@@ -248,9 +248,7 @@ def test_a_batch_the_broker_acknowledged_is_recorded_even_when_the_next_batch_fa
     ids = produce_with_the_second_batch_failing(ledger, producer, topics["in"], monkeypatch, slow_publish)
 
     assert len(read_all(topics["in"], 2)) == 2
-    recorded = ledger.conn.execute("SELECT transaction_id FROM transactions WHERE transaction_id = ANY(%s) "
-                                   "AND published_at IS NOT NULL ORDER BY created_at, id", (ids,)).fetchall()
-    assert [i for i, in recorded] == ids[:2]
+    assert published(ledger, ids) == ids[:2]
 
 
 def test_a_publish_that_fails_while_the_next_batch_fails_is_logged_and_its_batch_not_recorded(
@@ -266,9 +264,7 @@ def test_a_publish_that_fails_while_the_next_batch_fails_is_logged_and_its_batch
 
     assert [r.getMessage() for r in caplog.records if r.name == produce_module.log.name] == [
         "a follow-up failed too: DeliveryFailed('the broker went away')"], "the publish, not the record after it"
-    recorded = ledger.conn.execute("SELECT count(*) FROM transactions WHERE transaction_id = ANY(%s) "
-                                   "AND published_at IS NOT NULL", (ids,)).fetchone()[0]
-    assert recorded == 0
+    assert published(ledger, ids) == []
 
 
 def test_the_backlog_counts_what_the_group_has_not_committed_without_consuming_it(topics, producer):
