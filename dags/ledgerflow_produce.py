@@ -26,9 +26,6 @@ with DAG(
     ProduceTransactionsOperator(
         task_id="publish_new_transactions",
         topic=topology.TRANSACTIONS_TOPIC,
-        # A run triggered without a logical date (the trigger's default) has no data interval: it takes what
-        # was created before it was triggered.
-        window_end="{{ data_interval_end if data_interval_end is defined else dag_run.run_after }}",
         postgres_conn_id=topology.POSTGRES_CONN_ID,
         kafka_config_id=topology.KAFKA_CONN_ID,
     )

@@ -36,10 +36,9 @@ with DAG(
         task_id="redrive_window",
         topic=topology.TRANSACTIONS_TOPIC,
         # A run triggered without a logical date (the trigger's default) has no data interval: it re-drives the
-        # hour before it was triggered.
+        # hour before it was triggered (the window's end is the operator's default, the run's end or trigger).
         window_start="{{ data_interval_start if data_interval_start is defined "
                      "else dag_run.run_after - macros.timedelta(hours=1) }}",
-        window_end="{{ data_interval_end if data_interval_end is defined else dag_run.run_after }}",
         redrive=True,
         postgres_conn_id=topology.POSTGRES_CONN_ID,
         kafka_config_id=topology.KAFKA_CONN_ID,

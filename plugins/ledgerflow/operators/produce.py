@@ -13,16 +13,23 @@ from ledgerflow.pipeline.produce import produce_window
 from ledgerflow.store.kafka import LedgerflowProducerHook
 
 
+# The run's data interval's end. A run triggered without a logical date (the trigger's default, in the UI and
+# the CLI) has no data interval; its window ends when it was triggered.
+RUN_WINDOW_END = "{{ data_interval_end if data_interval_end is defined else dag_run.run_after }}"
+
+
 class ProduceTransactionsOperator(BaseOperator):
-    """Publish the transactions created before `window_end` that are pending and not yet published; with
-    `redrive`, every transaction of [`window_start`, `window_end`) that is not terminal (for backfills).
+    """Publish the transactions created before `window_end` (by default RUN_WINDOW_END) that are pending and not
+    yet published; with `redrive`, every transaction of [`window_start`, `window_end`) that is not terminal (for
+    backfills).
     Each batch is recorded as published in `recording_connections` parts at once (see produce_window): with
     two, the stage ran 10% faster than with one (median of 3 runs against 3, alternating). Returns the counts
     (an XCom)."""
 
     template_fields: Sequence[str] = ("topic", "window_start", "window_end", "rules_path")
 
-    def __init__(self, *, topic: str, window_end: str, window_start: str | None = None, redrive: bool = False,
+    def __init__(self, *, topic: str, window_end: str = RUN_WINDOW_END, window_start: str | None = None,
+                 redrive: bool = False,
                  postgres_conn_id: str, kafka_config_id: str, rules_path: str = str(DEFAULT_RULES_PATH),
                  batch_size: int = 10000, recording_connections: int = 2, lock_timeout: float = 120.0,
                  **kwargs):
