@@ -105,6 +105,29 @@ def test_a_credit_past_the_largest_balance_is_rejected_and_the_batch_settles(led
     assert ledger.reconciliation_gaps([source, full, other]) == []
 
 
+def test_a_transfer_from_or_to_an_account_frozen_or_closed_since_clearance_is_rejected(ledger):
+    source, destination, frozen, closed = ledger.accounts("100.00", "0.00", "50.00", "0.00")
+    ids = ledger.transactions((frozen, destination, "10.00"), (source, closed, "20.00"),
+                              (source, destination, "30.00"), status="cleared")
+    ledger.conn.execute("UPDATE accounts SET status = CASE account_number WHEN %s THEN 'FROZEN' ELSE 'CLOSED' END "
+                        "WHERE account_number IN (%s, %s)", (frozen, frozen, closed))
+
+    result = settle(ledger.conn, ids, AIRFLOW)
+
+    assert [type(o) for o in result.outcomes] == [Refused, Refused, Settled]
+    assert ledger.statuses(ids) == {ids[0]: "rejected", ids[1]: "rejected", ids[2]: "settled"}
+    assert ledger.balances([source, destination, frozen, closed]) == {
+        source: D("70.00"), destination: D("30.00"), frozen: D("50.00"), closed: D("0.00")}
+    assert ledger.conn.execute(
+        "SELECT status_reason_code, status_message FROM transactions WHERE transaction_id = ANY(%s) "
+        "ORDER BY array_position(%s, transaction_id)", (ids[:2], ids[:2])).fetchall() == [
+        ("SOURCE_ACCOUNT_NOT_ACTIVE_AT_SETTLEMENT", f"source account {frozen} is FROZEN"),
+        ("DESTINATION_ACCOUNT_NOT_ACTIVE_AT_SETTLEMENT", f"destination account {closed} is CLOSED")]
+    assert [row[:3] for row in ledger.audit(ids[0])] == [
+        ("pending", "cleared", "CLEARED"), ("cleared", "rejected", "SOURCE_ACCOUNT_NOT_ACTIVE_AT_SETTLEMENT")]
+    assert ledger.reconciliation_gaps([source, destination, frozen, closed]) == []
+
+
 def test_settling_the_same_batch_again_changes_nothing(ledger):
     source, destination = ledger.accounts("100.00", "0.00")
     ids = ledger.transactions((source, destination, "30.00"), (source, destination, "20.00"), status="cleared")

@@ -93,6 +93,8 @@ def test_every_clearance_reason_code_is_covered():
                                                               ReasonCode.MANUAL_REVIEW_AMOUNT}
     not_clearance = {ReasonCode.SETTLED, ReasonCode.INSUFFICIENT_FUNDS_AT_SETTLEMENT,
                      ReasonCode.DESTINATION_BALANCE_LIMIT_AT_SETTLEMENT,
+                     ReasonCode.SOURCE_ACCOUNT_NOT_ACTIVE_AT_SETTLEMENT,
+                     ReasonCode.DESTINATION_ACCOUNT_NOT_ACTIVE_AT_SETTLEMENT,
                      ReasonCode.REVIEW_APPROVED, ReasonCode.REVIEW_DECLINED}
     assert covered == set(ReasonCode) - not_clearance
 

@@ -35,3 +35,19 @@ def test_a_credit_past_the_largest_balance_is_refused_and_changes_nothing():
         Settled(Transfer("T2", "A", "B", D("10.00")), D("100.00"), D("90.00"), MAX_AMOUNT - D("10.00"), MAX_AMOUNT),
     ]
     assert balances == {"A": D("90.00"), "B": MAX_AMOUNT}
+
+
+def test_a_transfer_from_or_to_an_account_no_longer_active_is_refused_and_changes_nothing():
+    balances = {"A": D("100.00"), "B": D("0.00"), "F": D("50.00")}
+    outcomes = settle_in_order(balances, [Transfer("T1", "F", "B", D("10.00")),
+                                          Transfer("T2", "A", "F", D("10.00")),
+                                          Transfer("T3", "A", "B", D("10.00"))],
+                               not_active={"F": "FROZEN"})
+
+    assert outcomes == [
+        Refused(Transfer("T1", "F", "B", D("10.00")), D("50.00"), ReasonCode.SOURCE_ACCOUNT_NOT_ACTIVE_AT_SETTLEMENT),
+        Refused(Transfer("T2", "A", "F", D("10.00")), D("100.00"),
+                ReasonCode.DESTINATION_ACCOUNT_NOT_ACTIVE_AT_SETTLEMENT),
+        Settled(Transfer("T3", "A", "B", D("10.00")), D("100.00"), D("90.00"), D("0.00"), D("10.00")),
+    ]
+    assert balances == {"A": D("90.00"), "B": D("10.00"), "F": D("50.00")}

@@ -1,8 +1,9 @@
 """Settlement arithmetic: apply transfers in order, each with its own before and after balances."""
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from types import MappingProxyType
 
 from ledgerflow.core.money import MAX_AMOUNT
 from ledgerflow.core.reasons import ReasonCode
@@ -27,20 +28,29 @@ class Settled:
 
 @dataclass(frozen=True, slots=True)
 class Refused:
-    """A transfer that changes nothing: the source balance no longer covers it, or the destination balance
-    would pass the largest amount the ledger holds (a batch that tried to write it would fail as a whole)."""
+    """A transfer that changes nothing: one of its accounts is no longer active, the source balance no longer
+    covers it, or the destination balance would pass the largest amount the ledger holds (a batch that tried to
+    write it would fail as a whole)."""
     transfer: Transfer
     available_balance: Decimal  # the source's balance when the transfer came up
     reason_code: ReasonCode = ReasonCode.INSUFFICIENT_FUNDS_AT_SETTLEMENT
 
 
-def settle_in_order(balances: dict[str, Decimal], transfers: Iterable[Transfer]) -> list[Settled | Refused]:
-    """Apply transfers one after another to `balances` (updated in place). A transfer the source
-    balance cannot cover is refused and changes nothing, so no balance ever goes below zero; so is one
-    that would take the destination balance past MAX_AMOUNT."""
+def settle_in_order(balances: dict[str, Decimal], transfers: Iterable[Transfer],
+                    not_active: Mapping[str, str] = MappingProxyType({})) -> list[Settled | Refused]:
+    """Apply transfers one after another to `balances` (updated in place). A transfer from or to an account
+    in `not_active` (account number -> its status) is refused and changes nothing: clearance saw both accounts
+    active, but one may have been frozen or closed since. So is a transfer the source balance cannot cover,
+    so no balance ever goes below zero, and one that would take the destination balance past MAX_AMOUNT."""
     outcomes: list[Settled | Refused] = []
     for transfer in transfers:
         from_before, to_before = balances[transfer.from_account], balances[transfer.to_account]
+        if transfer.from_account in not_active:
+            outcomes.append(Refused(transfer, from_before, ReasonCode.SOURCE_ACCOUNT_NOT_ACTIVE_AT_SETTLEMENT))
+            continue
+        if transfer.to_account in not_active:
+            outcomes.append(Refused(transfer, from_before, ReasonCode.DESTINATION_ACCOUNT_NOT_ACTIVE_AT_SETTLEMENT))
+            continue
         if from_before < transfer.amount:
             outcomes.append(Refused(transfer, from_before))
             continue

@@ -21,6 +21,7 @@ from psycopg.pq import TransactionStatus
 from ledgerflow.core.audit import AuditContext
 from ledgerflow.core.money import MAX_AMOUNT
 from ledgerflow.core.reasons import ReasonCode
+from ledgerflow.core.rules import ACTIVE
 from ledgerflow.core.settlement import Refused, Settled, Transfer, settle_in_order
 from ledgerflow.core.states import SETTLEABLE, Status, StatusChange
 
@@ -53,7 +54,7 @@ SELECT transaction_id, status, from_account, to_account, amount, risk_score, now
  WHERE transaction_id = ANY(%b) ORDER BY transaction_id FOR NO KEY UPDATE"""
 
 LOCK_ACCOUNTS = """
-SELECT account_number, balance FROM accounts
+SELECT account_number, balance, status FROM accounts
  WHERE account_number = ANY(%b) ORDER BY account_number FOR NO KEY UPDATE"""
 
 UPDATE_BALANCES = """
@@ -247,15 +248,16 @@ class LockedSettlement:
                           if statuses.get(i) not in SETTLEABLE}
         if not settleable:
             return SettlementResult([], not_settleable, {}, {}, {}, self.settled_at)
-        balances, outcomes = _lock_accounts_and_settle(cursor, settleable)
+        balances, not_active, outcomes = _lock_accounts_and_settle(cursor, settleable)
         marks_undone = any(isinstance(o, Refused) for o in outcomes)
         if marks_undone:
             cursor.execute(f"ROLLBACK TO SAVEPOINT {self._EVERY_TRANSFER_SETTLES}")
             # The accounts were unlocked meanwhile: a settlement waiting for them may have moved their balances
-            # either way, so this second reading, not the first, decides what settles and what is refused.
-            balances, outcomes = _lock_accounts_and_settle(cursor, settleable)
+            # either way, and their statuses may have changed, so this second reading, not the first, decides
+            # what settles and what is refused.
+            balances, not_active, outcomes = _lock_accounts_and_settle(cursor, settleable)
         settled = [o for o in outcomes if isinstance(o, Settled)]
-        refusals = {o.transfer.transaction_id: _refusal(o, statuses[o.transfer.transaction_id])
+        refusals = {o.transfer.transaction_id: _refusal(o, statuses[o.transfer.transaction_id], not_active)
                     for o in outcomes if isinstance(o, Refused)}
         if marks_undone:
             _mark_settled(cursor, [o.transfer.transaction_id for o in settled])
@@ -277,14 +279,19 @@ class LockedSettlement:
 
 
 def _lock_accounts_and_settle(cursor, transfers: list[Transfer]
-                              ) -> tuple[dict[str, Decimal], list[Settled | Refused]]:
+                              ) -> tuple[dict[str, Decimal], dict[str, str], list[Settled | Refused]]:
     """Lock the transfers' accounts in a fixed order and apply the transfers in order to their balances;
-    returns the balances that changed, and the outcomes."""
+    returns the balances that changed, the accounts that are not active (number -> status), and the outcomes."""
     cursor.execute(LOCK_ACCOUNTS, (sorted({n for t in transfers for n in (t.from_account, t.to_account)}),))
-    balances = dict(cursor.fetchall())
+    balances, not_active = {}, {}
+    for number, balance, status in cursor.fetchall():
+        balances[number] = balance
+        if status != ACTIVE:
+            not_active[number] = status
     opening = dict(balances)
-    outcomes = settle_in_order(balances, transfers)
-    return {number: balance for number, balance in balances.items() if balance != opening[number]}, outcomes
+    outcomes = settle_in_order(balances, transfers, not_active)
+    return ({number: balance for number, balance in balances.items() if balance != opening[number]}, not_active,
+            outcomes)
 
 
 def _mark_settled(cursor, transaction_ids: list[str]) -> None:
@@ -299,11 +306,19 @@ def settle(conn, transaction_ids: Iterable[str], context: AuditContext) -> Settl
     return LockedSettlement(conn, transaction_ids, context).complete()
 
 
-def _refusal(outcome: Refused, status: Status) -> StatusChange:
+def _refusal(outcome: Refused, status: Status, not_active: dict[str, str]) -> StatusChange:
     transfer = outcome.transfer
-    if outcome.reason_code == ReasonCode.INSUFFICIENT_FUNDS_AT_SETTLEMENT:
-        message = f"balance {outcome.available_balance} of {transfer.from_account} no longer covers {transfer.amount}"
-    else:
-        message = f"{transfer.amount} would take the balance of {transfer.to_account} past {MAX_AMOUNT}"
+    match outcome.reason_code:
+        case ReasonCode.SOURCE_ACCOUNT_NOT_ACTIVE_AT_SETTLEMENT:
+            message = f"source account {transfer.from_account} is {not_active[transfer.from_account]}"
+        case ReasonCode.DESTINATION_ACCOUNT_NOT_ACTIVE_AT_SETTLEMENT:
+            message = f"destination account {transfer.to_account} is {not_active[transfer.to_account]}"
+        case ReasonCode.INSUFFICIENT_FUNDS_AT_SETTLEMENT:
+            message = (f"balance {outcome.available_balance} of {transfer.from_account} no longer covers "
+                       f"{transfer.amount}")
+        case ReasonCode.DESTINATION_BALANCE_LIMIT_AT_SETTLEMENT:
+            message = f"{transfer.amount} would take the balance of {transfer.to_account} past {MAX_AMOUNT}"
+        case _:
+            raise ValueError(f"{outcome.reason_code} is not a reason to refuse a settlement")
     return StatusChange(transfer.transaction_id, status, Status.REJECTED, outcome.reason_code, message,
                         available_balance=outcome.available_balance)
