@@ -3,6 +3,8 @@ what produce publishes, the backlog the sensor waits on, the drain loop, failed 
 on their way to the dead-letter topic while the rest of the batch goes on."""
 
 import os
+import subprocess
+import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -297,6 +299,39 @@ def test_a_drain_takes_a_backlog_in_full_batches_in_order_and_ends_when_the_topi
         consumer.close()
     assert [len(b) for b in batches] == [10, 10, 5]
     assert [m.value() for b in batches for m in b] == [f"m{i}".encode() for i in range(25)]
+
+
+# A task's consumer as a process of its own, which takes its batch and is then killed (no close(), so it never
+# leaves its group), as a worker that runs out of memory or is killed by a deploy.
+KILLED_CONSUMER = """
+import sys
+from ledgerflow import topology
+from ledgerflow.store.kafka import LedgerflowConsumerHook
+consumer = LedgerflowConsumerHook([sys.argv[1]], sys.argv[2], topology.KAFKA_CONN_ID).get_consumer()
+while consumer.poll(1) is None:
+    pass
+print("holding", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_the_run_after_a_killed_one_takes_the_backlog_in_its_first_poll(topics, producer):
+    publish(producer, topics["in"], [(None, b"m0")])
+    group_id = f"test-{uuid.uuid4().hex[:8]}"
+    killed = subprocess.Popen([sys.executable, "-c", KILLED_CONSUMER, topics["in"], group_id],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert killed.stdout.readline() == "holding\n"
+    finally:
+        killed.kill()
+        killed.wait()
+
+    consumer = consumer_of(topics["in"], group_id)
+    try:  # the group gives the killed member's partition away when its session times out
+        first = next(consume_batches(consumer, 10, time_budget=30, idle_timeout=1), [])
+    finally:
+        consumer.close()
+    assert [m.value() for m in first] == [b"m0"], "the first poll waited out a session longer than itself"
 
 
 def test_a_delivery_the_broker_does_not_acknowledge_fails_the_publish(producer):

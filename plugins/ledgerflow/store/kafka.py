@@ -20,11 +20,15 @@ PRODUCER_SETTINGS = {
 # Offsets are committed by the task only after its effects are durable. A group with no committed
 # offset starts from the earliest message, so nothing published before the group first ran is skipped.
 # The prefetch queue is capped at about two batches (librdkafka's default, 64 MiB, made a task's peak
-# memory grow with the backlog it found).
+# memory grow with the backlog it found). A task killed without closing its consumer keeps its partitions
+# until its session times out: with librdkafka's default of 45 s, the next run's first poll (15 s) found
+# nothing and the stage stood still for a run or two; 10 s (the default before Kafka 3.0) is within that poll.
+# Heartbeats come from librdkafka's own thread, so a long batch does not let the session lapse.
 CONSUMER_SETTINGS = {
     "enable.auto.commit": False,
     "auto.offset.reset": "earliest",
     "queued.max.messages.kbytes": 16384,
+    "session.timeout.ms": 10000,
 }
 
 
