@@ -217,7 +217,8 @@ def test_a_batch_locked_before_the_previous_one_settles_starts_from_its_balances
     finally:
         other.close()
 
-    assert refused == Refused(refused.transfer, D("40.00"))
+    assert refused == Refused(refused.transfer, D("40.00"), ReasonCode.INSUFFICIENT_FUNDS_AT_SETTLEMENT,
+                              f"balance 40.00 of {source} no longer covers 50.00")
     assert ledger.balances([source, destination]) == {source: D("40.00"), destination: D("60.00")}
     assert ledger.reconciliation_gaps([source, destination]) == []
 

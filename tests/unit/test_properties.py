@@ -81,18 +81,20 @@ def test_well_formed_json_with_wrong_fields_never_crashes_the_decoder(message, o
 
 
 @given(st.lists(st.tuples(st.sampled_from("ABCD"), st.sampled_from("ABCD"), amounts), max_size=60),
-       st.fixed_dictionaries({name: balances for name in "ABCD"}))
-def test_settlement_never_takes_a_balance_below_zero_and_conserves_money(moves, opening):
+       st.fixed_dictionaries({name: balances for name in "ABCD"}),
+       st.fixed_dictionaries({name: st.sampled_from(["ACTIVE", "ACTIVE", "FROZEN", "CLOSED"]) for name in "ABCD"}))
+def test_settlement_never_takes_a_balance_below_zero_and_conserves_money(moves, opening, statuses):
     transfers = [Transfer(f"T{i}", a, b, amount) for i, (a, b, amount) in enumerate(moves) if a != b]
     final = dict(opening)
 
-    outcomes = settle_in_order(final, transfers)
+    outcomes = settle_in_order(final, statuses, transfers)
 
     assert all(balance >= 0 for balance in final.values())
     assert sum(final.values()) == sum(opening.values())
     moved = {name: Decimal(0) for name in "ABCD"}
     for outcome in outcomes:
         if isinstance(outcome, Settled):
+            assert statuses[outcome.transfer.from_account] == statuses[outcome.transfer.to_account] == "ACTIVE"
             moved[outcome.transfer.from_account] -= outcome.transfer.amount
             moved[outcome.transfer.to_account] += outcome.transfer.amount
     assert all(final[name] == opening[name] + moved[name] for name in "ABCD")

@@ -3,10 +3,10 @@
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from types import MappingProxyType
 
 from ledgerflow.core.money import MAX_AMOUNT
 from ledgerflow.core.reasons import ReasonCode
+from ledgerflow.core.rules import ACTIVE
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,32 +33,34 @@ class Refused:
     write it would fail as a whole)."""
     transfer: Transfer
     available_balance: Decimal  # the source's balance when the transfer came up
-    reason_code: ReasonCode = ReasonCode.INSUFFICIENT_FUNDS_AT_SETTLEMENT
+    reason_code: ReasonCode
+    message: str
 
 
-def settle_in_order(balances: dict[str, Decimal], transfers: Iterable[Transfer],
-                    not_active: Mapping[str, str] = MappingProxyType({})) -> list[Settled | Refused]:
-    """Apply transfers one after another to `balances` (updated in place). A transfer from or to an account
-    in `not_active` (account number -> its status) is refused and changes nothing: clearance saw both accounts
-    active, but one may have been frozen or closed since. So is a transfer the source balance cannot cover,
-    so no balance ever goes below zero, and one that would take the destination balance past MAX_AMOUNT."""
+def settle_in_order(balances: dict[str, Decimal], statuses: Mapping[str, str],
+                    transfers: Iterable[Transfer]) -> list[Settled | Refused]:
+    """Apply transfers one after another to `balances` (updated in place), given each account's status. A
+    transfer from or to an account that is not ACTIVE is refused and changes nothing: clearance saw both
+    accounts active, but one may have been frozen or closed since. So is a transfer the source balance cannot
+    cover, so no balance ever goes below zero, and one that would take the destination balance past MAX_AMOUNT."""
     outcomes: list[Settled | Refused] = []
     for transfer in transfers:
-        from_before, to_before = balances[transfer.from_account], balances[transfer.to_account]
-        if transfer.from_account in not_active:
-            outcomes.append(Refused(transfer, from_before, ReasonCode.SOURCE_ACCOUNT_NOT_ACTIVE_AT_SETTLEMENT))
-            continue
-        if transfer.to_account in not_active:
-            outcomes.append(Refused(transfer, from_before, ReasonCode.DESTINATION_ACCOUNT_NOT_ACTIVE_AT_SETTLEMENT))
-            continue
-        if from_before < transfer.amount:
-            outcomes.append(Refused(transfer, from_before))
-            continue
-        if to_before + transfer.amount > MAX_AMOUNT:
-            outcomes.append(Refused(transfer, from_before, ReasonCode.DESTINATION_BALANCE_LIMIT_AT_SETTLEMENT))
-            continue
-        balances[transfer.from_account] = from_before - transfer.amount
-        balances[transfer.to_account] = to_before + transfer.amount
-        outcomes.append(Settled(transfer, from_before, balances[transfer.from_account],
-                                to_before, balances[transfer.to_account]))
+        source, destination, amount = transfer.from_account, transfer.to_account, transfer.amount
+        from_before, to_before = balances[source], balances[destination]
+        if statuses[source] != ACTIVE:
+            outcomes.append(Refused(transfer, from_before, ReasonCode.SOURCE_ACCOUNT_NOT_ACTIVE_AT_SETTLEMENT,
+                                    f"source account {source} is {statuses[source]}"))
+        elif statuses[destination] != ACTIVE:
+            outcomes.append(Refused(transfer, from_before, ReasonCode.DESTINATION_ACCOUNT_NOT_ACTIVE_AT_SETTLEMENT,
+                                    f"destination account {destination} is {statuses[destination]}"))
+        elif from_before < amount:
+            outcomes.append(Refused(transfer, from_before, ReasonCode.INSUFFICIENT_FUNDS_AT_SETTLEMENT,
+                                    f"balance {from_before} of {source} no longer covers {amount}"))
+        elif to_before + amount > MAX_AMOUNT:
+            outcomes.append(Refused(transfer, from_before, ReasonCode.DESTINATION_BALANCE_LIMIT_AT_SETTLEMENT,
+                                    f"{amount} would take the balance of {destination} past {MAX_AMOUNT}"))
+        else:
+            balances[source] = from_before - amount
+            balances[destination] = to_before + amount
+            outcomes.append(Settled(transfer, from_before, balances[source], to_before, balances[destination]))
     return outcomes

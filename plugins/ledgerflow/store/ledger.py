@@ -19,9 +19,7 @@ import msgspec
 from psycopg.pq import TransactionStatus
 
 from ledgerflow.core.audit import AuditContext
-from ledgerflow.core.money import MAX_AMOUNT
 from ledgerflow.core.reasons import ReasonCode
-from ledgerflow.core.rules import ACTIVE
 from ledgerflow.core.settlement import Refused, Settled, Transfer, settle_in_order
 from ledgerflow.core.states import SETTLEABLE, Status, StatusChange
 
@@ -248,16 +246,16 @@ class LockedSettlement:
                           if statuses.get(i) not in SETTLEABLE}
         if not settleable:
             return SettlementResult([], not_settleable, {}, {}, {}, self.settled_at)
-        balances, not_active, outcomes = _lock_accounts_and_settle(cursor, settleable)
+        balances, outcomes = _lock_accounts_and_settle(cursor, settleable)
         marks_undone = any(isinstance(o, Refused) for o in outcomes)
         if marks_undone:
             cursor.execute(f"ROLLBACK TO SAVEPOINT {self._EVERY_TRANSFER_SETTLES}")
             # The accounts were unlocked meanwhile: a settlement waiting for them may have moved their balances
             # either way, and their statuses may have changed, so this second reading, not the first, decides
             # what settles and what is refused.
-            balances, not_active, outcomes = _lock_accounts_and_settle(cursor, settleable)
+            balances, outcomes = _lock_accounts_and_settle(cursor, settleable)
         settled = [o for o in outcomes if isinstance(o, Settled)]
-        refusals = {o.transfer.transaction_id: _refusal(o, statuses[o.transfer.transaction_id], not_active)
+        refusals = {o.transfer.transaction_id: _refusal(o, statuses[o.transfer.transaction_id])
                     for o in outcomes if isinstance(o, Refused)}
         if marks_undone:
             _mark_settled(cursor, [o.transfer.transaction_id for o in settled])
@@ -278,20 +276,16 @@ class LockedSettlement:
                                 self.settled_at)
 
 
-def _lock_accounts_and_settle(cursor, transfers: list[Transfer]
-                              ) -> tuple[dict[str, Decimal], dict[str, str], list[Settled | Refused]]:
-    """Lock the transfers' accounts in a fixed order and apply the transfers in order to their balances;
-    returns the balances that changed, the accounts that are not active (number -> status), and the outcomes."""
+def _lock_accounts_and_settle(cursor, transfers: list[Transfer]) -> tuple[dict[str, Decimal], list[Settled | Refused]]:
+    """Lock the transfers' accounts in a fixed order and apply the transfers in order to their balances, as their
+    statuses allow; returns the balances that changed and the outcomes."""
     cursor.execute(LOCK_ACCOUNTS, (sorted({n for t in transfers for n in (t.from_account, t.to_account)}),))
-    balances, not_active = {}, {}
+    balances, statuses = {}, {}
     for number, balance, status in cursor.fetchall():
-        balances[number] = balance
-        if status != ACTIVE:
-            not_active[number] = status
+        balances[number], statuses[number] = balance, status
     opening = dict(balances)
-    outcomes = settle_in_order(balances, transfers, not_active)
-    return ({number: balance for number, balance in balances.items() if balance != opening[number]}, not_active,
-            outcomes)
+    outcomes = settle_in_order(balances, statuses, transfers)
+    return {number: balance for number, balance in balances.items() if balance != opening[number]}, outcomes
 
 
 def _mark_settled(cursor, transaction_ids: list[str]) -> None:
@@ -306,19 +300,6 @@ def settle(conn, transaction_ids: Iterable[str], context: AuditContext) -> Settl
     return LockedSettlement(conn, transaction_ids, context).complete()
 
 
-def _refusal(outcome: Refused, status: Status, not_active: dict[str, str]) -> StatusChange:
-    transfer = outcome.transfer
-    match outcome.reason_code:
-        case ReasonCode.SOURCE_ACCOUNT_NOT_ACTIVE_AT_SETTLEMENT:
-            message = f"source account {transfer.from_account} is {not_active[transfer.from_account]}"
-        case ReasonCode.DESTINATION_ACCOUNT_NOT_ACTIVE_AT_SETTLEMENT:
-            message = f"destination account {transfer.to_account} is {not_active[transfer.to_account]}"
-        case ReasonCode.INSUFFICIENT_FUNDS_AT_SETTLEMENT:
-            message = (f"balance {outcome.available_balance} of {transfer.from_account} no longer covers "
-                       f"{transfer.amount}")
-        case ReasonCode.DESTINATION_BALANCE_LIMIT_AT_SETTLEMENT:
-            message = f"{transfer.amount} would take the balance of {transfer.to_account} past {MAX_AMOUNT}"
-        case _:
-            raise ValueError(f"{outcome.reason_code} is not a reason to refuse a settlement")
-    return StatusChange(transfer.transaction_id, status, Status.REJECTED, outcome.reason_code, message,
+def _refusal(outcome: Refused, status: Status) -> StatusChange:
+    return StatusChange(outcome.transfer.transaction_id, status, Status.REJECTED, outcome.reason_code, outcome.message,
                         available_balance=outcome.available_balance)
