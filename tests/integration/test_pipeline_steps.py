@@ -304,12 +304,14 @@ def test_a_drain_takes_a_backlog_in_full_batches_in_order_and_ends_when_the_topi
 # A task's consumer as a process of its own, which takes its batch and is then killed (no close(), so it never
 # leaves its group), as a worker that runs out of memory or is killed by a deploy.
 KILLED_CONSUMER = """
-import sys
+import sys, time
 from ledgerflow import topology
 from ledgerflow.store.kafka import LedgerflowConsumerHook
 consumer = LedgerflowConsumerHook([sys.argv[1]], sys.argv[2], topology.KAFKA_CONN_ID).get_consumer()
+deadline = time.monotonic() + 30
 while consumer.poll(1) is None:
-    pass
+    if time.monotonic() > deadline:
+        sys.exit("no message in 30 s")
 print("holding", flush=True)
 sys.stdin.read()
 """
@@ -318,16 +320,17 @@ sys.stdin.read()
 def test_the_run_after_a_killed_one_takes_the_backlog_in_its_first_poll(topics, producer):
     publish(producer, topics["in"], [(None, b"m0")])
     group_id = f"test-{uuid.uuid4().hex[:8]}"
-    killed = subprocess.Popen([sys.executable, "-c", KILLED_CONSUMER, topics["in"], group_id],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert killed.stdout.readline() == "holding\n"
-    finally:
-        killed.kill()
-        killed.wait()
+    with subprocess.Popen([sys.executable, "-c", KILLED_CONSUMER, topics["in"], group_id],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as killed:
+        try:
+            assert killed.stdout.readline() == "holding\n", "the consumer to kill got no message"
+        finally:
+            killed.kill()
 
     consumer = consumer_of(topics["in"], group_id)
-    try:  # the group gives the killed member's partition away when its session times out
+    # The group gives the killed member's partition away when its session times out, which must come within the
+    # first poll the operators make (consume_batches' default first_wait).
+    try:
         first = next(consume_batches(consumer, 10, time_budget=30, idle_timeout=1), [])
     finally:
         consumer.close()

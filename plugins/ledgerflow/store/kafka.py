@@ -21,9 +21,10 @@ PRODUCER_SETTINGS = {
 # offset starts from the earliest message, so nothing published before the group first ran is skipped.
 # The prefetch queue is capped at about two batches (librdkafka's default, 64 MiB, made a task's peak
 # memory grow with the backlog it found). A task killed without closing its consumer keeps its partitions
-# until its session times out: with librdkafka's default of 45 s, the next run's first poll (15 s) found
-# nothing and the stage stood still for a run or two; 10 s (the default before Kafka 3.0) is within that poll.
-# Heartbeats come from librdkafka's own thread, so a long batch does not let the session lapse.
+# until its session times out, so the session (10 s) is shorter than the next run's first poll (15 s,
+# consume_batches' first_wait). Heartbeats come from librdkafka's own thread, so a long batch does not let the
+# session lapse; a batch longer than max.poll.interval.ms (300 s) would. The price: a broker silent for over
+# 10 s fails the running task (its batch is redelivered, nothing is lost or applied twice).
 CONSUMER_SETTINGS = {
     "enable.auto.commit": False,
     "auto.offset.reset": "earliest",
