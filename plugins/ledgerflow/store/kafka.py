@@ -23,8 +23,9 @@ PRODUCER_SETTINGS = {
 # memory grow with the backlog it found). A task killed without closing its consumer keeps its partitions
 # until its session times out, so the session (10 s) is shorter than the next run's first poll (15 s,
 # consume_batches' first_wait). Heartbeats come from librdkafka's own thread, so a long batch does not let the
-# session lapse; a batch longer than max.poll.interval.ms (300 s) would. The price: a broker silent for over
-# 10 s fails the running task (its batch is redelivered, nothing is lost or applied twice).
+# session lapse (only a task that does not poll for max.poll.interval.ms, 300 s, loses its partitions). The
+# price: a broker silent for over 10 s fails the running task (its batch is redelivered, nothing is lost or
+# applied twice).
 CONSUMER_SETTINGS = {
     "enable.auto.commit": False,
     "auto.offset.reset": "earliest",
