@@ -43,6 +43,7 @@ schemas:  ## regenerate the Kafka message JSON Schemas in include/schemas from t
 check-rules:  ## validate include/rules.yaml
 	@$(WITH_ENV) python -m ledgerflow.core.config include/rules.yaml
 
-bench:  ## stage rates and peak memory on a 100,000 backlog, uniform and hot-account (see include/bench)
+bench:  ## start everything, then stage rates and peak memory on a 100,000 backlog, uniform and hot-account (see include/bench)
+	@$(STACK) up
 	@$(WITH_ENV) python -m include.bench.pipeline_bench stages $(BENCH_ARGS)
 	@$(WITH_ENV) python -m include.bench.pipeline_bench stages --hot $(BENCH_ARGS)
