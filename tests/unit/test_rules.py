@@ -4,9 +4,10 @@ from decimal import Decimal
 
 import pytest
 
+from ledgerflow.core.accounts import Account
 from ledgerflow.core.config import load_rules, parse_rules
 from ledgerflow.core.reasons import ReasonCode
-from ledgerflow.core.rules import Account, ClearanceRequest, decide_clearance, risk_score
+from ledgerflow.core.rules import ClearanceRequest, decide_clearance, risk_score
 from ledgerflow.core.states import Status
 
 RULES = load_rules()

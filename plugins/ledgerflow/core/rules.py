@@ -4,12 +4,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
+from ledgerflow.core.accounts import ACTIVE, Account
 from ledgerflow.core.config import ClearanceConfig, RiskConfig, RiskLevel, RulesConfig
 from ledgerflow.core.money import has_at_most_two_decimals
 from ledgerflow.core.reasons import ReasonCode
 from ledgerflow.core.states import Status
-
-ACTIVE = "ACTIVE"
 
 
 def risk_score(amount: Decimal, from_risk: RiskLevel, to_risk: RiskLevel, rules: RiskConfig) -> int:
@@ -17,13 +16,6 @@ def risk_score(amount: Decimal, from_risk: RiskLevel, to_risk: RiskLevel, rules:
     amount_points = next((tier.points for tier in rules.amount_tiers if amount > tier.over), 0)
     customer_points = max(rules.customer_risk_points[from_risk], rules.customer_risk_points[to_risk])
     return min(amount_points + customer_points, rules.max_score)
-
-
-@dataclass(frozen=True, slots=True)
-class Account:
-    number: str
-    status: str
-    balance: Decimal
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,9 +4,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
+from ledgerflow.core.accounts import ACTIVE
 from ledgerflow.core.money import MAX_AMOUNT
 from ledgerflow.core.reasons import ReasonCode
-from ledgerflow.core.rules import ACTIVE
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,10 +39,11 @@ class Refused:
 
 def settle_in_order(balances: dict[str, Decimal], statuses: Mapping[str, str],
                     transfers: Iterable[Transfer]) -> list[Settled | Refused]:
-    """Apply transfers one after another to `balances` (updated in place), given each account's status. A
-    transfer from or to an account that is not ACTIVE is refused and changes nothing: clearance saw both
-    accounts active, but one may have been frozen or closed since. So is a transfer the source balance cannot
-    cover, so no balance ever goes below zero, and one that would take the destination balance past MAX_AMOUNT."""
+    """Apply transfers one after another to `balances` (updated in place), given each account's status; both maps
+    hold every account the transfers name. A transfer from or to an account that is not ACTIVE is refused and
+    changes nothing: clearance saw both accounts active, but one may have been frozen or closed since. So is a
+    transfer the source balance cannot cover, so no balance ever goes below zero, and one that would take the
+    destination balance past MAX_AMOUNT. The checks come in that order: the first that fails names the reason."""
     outcomes: list[Settled | Refused] = []
     for transfer in transfers:
         source, destination, amount = transfer.from_account, transfer.to_account, transfer.amount

@@ -2,12 +2,13 @@
 
 from confluent_kafka import Message
 
+from ledgerflow.core.accounts import Account
 from ledgerflow.core.audit import AuditContext
 from ledgerflow.core.config import RulesConfig
 from ledgerflow.core.messages import (PUBLISHED_CLEARANCE_OUTCOMES, ClearedV1, InvalidMessage, TransactionV1,
                                       decode_transaction, encode)
 from ledgerflow.core.reasons import ReasonCode
-from ledgerflow.core.rules import Account, ClearanceRequest, decide_clearance
+from ledgerflow.core.rules import ClearanceRequest, decide_clearance
 from ledgerflow.core.states import Status, StatusChange
 from ledgerflow.pipeline import BatchResult
 from ledgerflow.store.kafka import dead_letter, publish

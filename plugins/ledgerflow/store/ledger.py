@@ -280,11 +280,11 @@ def _lock_accounts_and_settle(cursor, transfers: list[Transfer]) -> tuple[dict[s
     """Lock the transfers' accounts in a fixed order and apply the transfers in order to their balances, as their
     statuses allow; returns the balances that changed and the outcomes."""
     cursor.execute(LOCK_ACCOUNTS, (sorted({n for t in transfers for n in (t.from_account, t.to_account)}),))
-    balances, statuses = {}, {}
+    balances, account_statuses = {}, {}
     for number, balance, status in cursor.fetchall():
-        balances[number], statuses[number] = balance, status
+        balances[number], account_statuses[number] = balance, status
     opening = dict(balances)
-    outcomes = settle_in_order(balances, statuses, transfers)
+    outcomes = settle_in_order(balances, account_statuses, transfers)
     return {number: balance for number, balance in balances.items() if balance != opening[number]}, outcomes
 
 
