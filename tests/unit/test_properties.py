@@ -14,7 +14,7 @@ from ledgerflow.core.messages import (ClearedV1, Customer, InvalidMessage, Trans
 from ledgerflow.core.money import MAX_AMOUNT
 from ledgerflow.core.reasons import ReasonCode
 from ledgerflow.core.rules import risk_score
-from ledgerflow.core.settlement import Settled, Transfer, settle_in_order
+from ledgerflow.core.settlement import Refused, Settled, Transfer, settle_in_order
 from ledgerflow.core.states import Status
 
 RULES = load_rules()
@@ -80,10 +80,23 @@ def test_well_formed_json_with_wrong_fields_never_crashes_the_decoder(message, o
     assert isinstance(decode_transaction(json.dumps(document).encode()), (TransactionV1, InvalidMessage))
 
 
+def expected_refusal(statuses, balances, transfer) -> ReasonCode | None:
+    """The first of settlement's checks that a transfer fails, given the balances it comes up against."""
+    if statuses[transfer.from_account] != "ACTIVE":
+        return ReasonCode.SOURCE_ACCOUNT_NOT_ACTIVE_AT_SETTLEMENT
+    if statuses[transfer.to_account] != "ACTIVE":
+        return ReasonCode.DESTINATION_ACCOUNT_NOT_ACTIVE_AT_SETTLEMENT
+    if balances[transfer.from_account] < transfer.amount:
+        return ReasonCode.INSUFFICIENT_FUNDS_AT_SETTLEMENT
+    if balances[transfer.to_account] + transfer.amount > MAX_AMOUNT:
+        return ReasonCode.DESTINATION_BALANCE_LIMIT_AT_SETTLEMENT
+    return None
+
+
 @given(st.lists(st.tuples(st.sampled_from("ABCD"), st.sampled_from("ABCD"), amounts), max_size=60),
        st.fixed_dictionaries({name: balances for name in "ABCD"}),
        st.fixed_dictionaries({name: st.sampled_from(["ACTIVE", "ACTIVE", "FROZEN", "CLOSED"]) for name in "ABCD"}))
-def test_settlement_never_takes_a_balance_below_zero_and_conserves_money(moves, opening, statuses):
+def test_settlement_settles_what_it_may_never_below_zero_and_conserves_money(moves, opening, statuses):
     transfers = [Transfer(f"T{i}", a, b, amount) for i, (a, b, amount) in enumerate(moves) if a != b]
     final = dict(opening)
 
@@ -91,10 +104,14 @@ def test_settlement_never_takes_a_balance_below_zero_and_conserves_money(moves, 
 
     assert all(balance >= 0 for balance in final.values())
     assert sum(final.values()) == sum(opening.values())
-    moved = {name: Decimal(0) for name in "ABCD"}
-    for outcome in outcomes:
-        if isinstance(outcome, Settled):
-            assert statuses[outcome.transfer.from_account] == statuses[outcome.transfer.to_account] == "ACTIVE"
-            moved[outcome.transfer.from_account] -= outcome.transfer.amount
-            moved[outcome.transfer.to_account] += outcome.transfer.amount
-    assert all(final[name] == opening[name] + moved[name] for name in "ABCD")
+    running = dict(opening)  # each transfer is decided against the balances the settled ones before it left
+    for transfer, outcome in zip(transfers, outcomes, strict=True):
+        assert outcome.transfer == transfer
+        refusal = expected_refusal(statuses, running, transfer)
+        if refusal is None:
+            assert isinstance(outcome, Settled)
+            running[transfer.from_account] -= transfer.amount
+            running[transfer.to_account] += transfer.amount
+        else:
+            assert isinstance(outcome, Refused) and outcome.reason_code == refusal
+    assert final == running

@@ -46,12 +46,15 @@ def test_a_credit_past_the_largest_balance_is_refused_and_changes_nothing():
 def test_a_transfer_from_or_to_an_account_no_longer_active_is_refused_and_changes_nothing():
     balances = {"A": D("100.00"), "B": D("0.00"), "F": D("50.00"), "I": D("0.00")}
     statuses = {**active("A", "B"), "F": "FROZEN", "I": "INACTIVE"}
-    outcomes = settle_in_order(balances, statuses, [Transfer("T1", "F", "B", D("10.00")),
+    outcomes = settle_in_order(balances, statuses, [Transfer("T0", "F", "B", D("80.00")),
+                                                    Transfer("T1", "F", "B", D("10.00")),
                                                     Transfer("T2", "A", "I", D("10.00")),
                                                     Transfer("T3", "F", "I", D("10.00")),
                                                     Transfer("T4", "A", "B", D("10.00"))])
 
-    assert outcomes == [
+    assert outcomes == [  # an account's status comes before its balance
+        Refused(Transfer("T0", "F", "B", D("80.00")), D("50.00"), ReasonCode.SOURCE_ACCOUNT_NOT_ACTIVE_AT_SETTLEMENT,
+                "source account F is FROZEN"),
         Refused(Transfer("T1", "F", "B", D("10.00")), D("50.00"), ReasonCode.SOURCE_ACCOUNT_NOT_ACTIVE_AT_SETTLEMENT,
                 "source account F is FROZEN"),
         Refused(Transfer("T2", "A", "I", D("10.00")), D("100.00"),
