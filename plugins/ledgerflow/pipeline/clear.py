@@ -8,7 +8,7 @@ from ledgerflow.core.config import RulesConfig
 from ledgerflow.core.messages import (PUBLISHED_CLEARANCE_OUTCOMES, ClearedV1, InvalidMessage, TransactionV1,
                                       decode_transaction, encode)
 from ledgerflow.core.reasons import ReasonCode
-from ledgerflow.core.rules import ClearanceRequest, decide_clearance
+from ledgerflow.core.rules import ClearanceRequest, decide_clearance, risk_score
 from ledgerflow.core.states import Status, StatusChange
 from ledgerflow.pipeline import BatchResult
 from ledgerflow.store.kafka import dead_letter, publish
@@ -18,7 +18,11 @@ SELECT_TRANSACTIONS = """
 SELECT transaction_id, status, amount, from_account, to_account, status_reason_code, status_message,
        risk_score, available_balance, status_changed_at
   FROM transactions WHERE transaction_id = ANY(%b)"""
-SELECT_ACCOUNTS = "SELECT account_number, status, balance FROM accounts WHERE account_number = ANY(%b)"
+# The accounts with their customers' risk levels: clear scores each transfer from the ledger, as it stands now.
+SELECT_ACCOUNTS = """
+SELECT a.account_number, a.status, a.balance, c.risk_level
+  FROM accounts a JOIN customers c ON c.customer_id = a.customer_id
+ WHERE a.account_number = ANY(%b)"""
 
 
 def _disagreement(message: TransactionV1, row) -> str | None:
@@ -30,6 +34,15 @@ def _disagreement(message: TransactionV1, row) -> str | None:
         return (f"message says {message.amount} {message.from_account}->{message.to_account}, the ledger says "
                 f"{amount} {from_account}->{to_account}")
     return None
+
+
+def _score(row, risk_levels: dict[str, str], rules: RulesConfig) -> int | None:
+    """The transfer's risk score from its customers' risk levels now; None if an account is missing, which
+    clearance rejects whatever the score."""
+    _, _, amount, from_account, to_account, *_ = row
+    if from_account not in risk_levels or to_account not in risk_levels:
+        return None
+    return risk_score(amount, risk_levels[from_account], risk_levels[to_account], rules.risk)
 
 
 def _outcome(message: TransactionV1, row) -> ClearedV1:
@@ -78,16 +91,21 @@ def clear_batch(conn, producer, messages: list[Message], rules: RulesConfig, con
 
     pending = [m for m in batch.values() if rows[m.transaction_id][1] == Status.PENDING]
     numbers = sorted({n for m in pending for n in (m.from_account, m.to_account)})
-    accounts = {n: Account(n, status, balance)
-                for n, status, balance in conn.execute(SELECT_ACCOUNTS, (numbers,)).fetchall()}
-    # The transfer as the ledger has it, which the message's equals but may write differently (10.000 for 10.00).
+    accounts, risk_levels = {}, {}
+    for number, status, balance, risk_level in conn.execute(SELECT_ACCOUNTS, (numbers,)).fetchall():
+        accounts[number], risk_levels[number] = Account(number, status, balance), risk_level
+    # The transfer as the ledger has it, which the message's equals but may write differently (10.000 for 10.00),
+    # scored from the ledger too: the message's score is produce's, from customers who may have been re-rated
+    # since, and nothing else in the message that decides clearance goes unchecked.
+    scores = [_score(rows[m.transaction_id], risk_levels, rules) for m in pending]
     decisions = decide_clearance(
-        [ClearanceRequest(m.transaction_id, *rows[m.transaction_id][2:5], m.risk_score) for m in pending],
+        [ClearanceRequest(m.transaction_id, *rows[m.transaction_id][2:5], score or 0)
+         for m, score in zip(pending, scores)],
         accounts, rules)
 
     changes = [StatusChange(d.transaction_id, Status.PENDING, d.status, d.reason_code, d.message,
-                            risk_score=m.risk_score, available_balance=d.available_balance)
-               for d, m in zip(decisions, pending)]
+                            risk_score=score, available_balance=d.available_balance)
+               for d, score in zip(decisions, scores)]
     recording: list[tuple] = []  # the first follow-up's (applied ids, changed_at, re-read rows), for the second
 
     def record() -> dict[str, int]:
@@ -103,9 +121,8 @@ def clear_batch(conn, producer, messages: list[Message], rules: RulesConfig, con
         applied, changed_at, reread = recording[0]
         # What the ledger now records: the decisions just applied as they were written, the rest re-read.
         recorded = {d.transaction_id: (d.transaction_id, d.status.value, *rows[d.transaction_id][2:5],
-                                       d.reason_code.value, d.message, m.risk_score, d.available_balance,
-                                       changed_at)
-                    for d, m in zip(decisions, pending) if d.transaction_id in applied}
+                                       d.reason_code.value, d.message, score, d.available_balance, changed_at)
+                    for d, score in zip(decisions, scores) if d.transaction_id in applied}
         recorded.update((row[0], row) for row in reread)
         outcomes = (_outcome(message, recorded[i]) for i, message in batch.items()
                     if recorded[i][1] in PUBLISHED_CLEARANCE_OUTCOMES)
