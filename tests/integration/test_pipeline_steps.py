@@ -584,9 +584,10 @@ def test_the_redis_records_of_a_settlement_are_those_the_ledger_rebuilds(ledger)
     assert from_ledger[2][b"clearance_status"] == b"cleared_with_conditions"
 
 
-def test_clear_scores_a_transfer_from_the_ledger_not_from_the_message(topics, producer, ledger):
+def test_clear_scores_a_transfer_and_names_its_parties_from_the_ledger_not_from_the_message(topics, producer, ledger):
     """The message carries produce's score (0: its customer was LOW then); the customer has been re-rated HIGH
-    since, so the transfer of 12,000.00 scores 30 + 40 = 70, which clears with conditions."""
+    since, so the transfer of 12,000.00 scores 30 + 40 = 70, which clears with conditions, and the outcome
+    names the customer as HIGH."""
     source, destination = ledger.accounts("20000.00", "0.00")
     [transfer] = ledger.transactions((source, destination, "12000.00"))
     publish(producer, topics["in"], [(b"k", transaction_message(ledger, transfer, "12000.00", source, destination))])
@@ -599,6 +600,7 @@ def test_clear_scores_a_transfer_from_the_ledger_not_from_the_message(topics, pr
                                (transfer,)).fetchone() == ("cleared_with_conditions", 70)
     [outcome] = [decode_cleared(m.value()) for m in read_all(topics["out"], 1)]
     assert (outcome.status, outcome.risk_score) == (Status.CLEARED_WITH_CONDITIONS, 70)
+    assert outcome.from_customer == outcome.to_customer == Customer(ledger.customer, "Test Customer", "HIGH")
 
 
 def test_clear_publishes_the_same_outcome_for_a_decision_and_for_its_redelivery(topics, producer, ledger):

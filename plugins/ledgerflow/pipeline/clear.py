@@ -5,8 +5,8 @@ from confluent_kafka import Message
 from ledgerflow.core.accounts import Account
 from ledgerflow.core.audit import AuditContext
 from ledgerflow.core.config import RulesConfig
-from ledgerflow.core.messages import (PUBLISHED_CLEARANCE_OUTCOMES, ClearedV1, InvalidMessage, TransactionV1,
-                                      decode_transaction, encode)
+from ledgerflow.core.messages import (PUBLISHED_CLEARANCE_OUTCOMES, ClearedV1, Customer, InvalidMessage,
+                                      TransactionV1, decode_transaction, encode)
 from ledgerflow.core.reasons import ReasonCode
 from ledgerflow.core.rules import ClearanceRequest, decide_clearance, risk_score
 from ledgerflow.core.states import Status, StatusChange
@@ -18,9 +18,9 @@ SELECT_TRANSACTIONS = """
 SELECT transaction_id, status, amount, from_account, to_account, status_reason_code, status_message,
        risk_score, available_balance, status_changed_at
   FROM transactions WHERE transaction_id = ANY(%b)"""
-# The accounts with their customers' risk levels: clear scores each transfer from the ledger, as it stands now.
+# The accounts with their customers: clear scores each transfer, and names its parties, as the ledger stands now.
 SELECT_ACCOUNTS = """
-SELECT a.account_number, a.status, a.balance, c.risk_level
+SELECT a.account_number, a.status, a.balance, c.customer_id, c.name, c.risk_level
   FROM accounts a JOIN customers c ON c.customer_id = a.customer_id
  WHERE a.account_number = ANY(%b)"""
 
@@ -36,29 +36,31 @@ def _disagreement(message: TransactionV1, row) -> str | None:
     return None
 
 
-def _score(row, risk_levels: dict[str, str], rules: RulesConfig) -> int | None:
+def _score(row, holders: dict[str, Customer], rules: RulesConfig) -> int | None:
     """The transfer's risk score from its customers' risk levels now; None if an account is missing, which
     clearance rejects whatever the score."""
     _, _, amount, from_account, to_account, *_ = row
-    if from_account not in risk_levels or to_account not in risk_levels:
+    if from_account not in holders or to_account not in holders:
         return None
-    return risk_score(amount, risk_levels[from_account], risk_levels[to_account], rules.risk)
+    return risk_score(amount, holders[from_account].risk_level, holders[to_account].risk_level, rules.risk)
 
 
-def _outcome(message: TransactionV1, row) -> ClearedV1:
+def _outcome(row, holders: dict[str, Customer], rules: RulesConfig) -> ClearedV1:
+    """The outcome the ledger records, with the parties as it holds them (every transfer it holds has both
+    accounts). A transaction decided outside clear (rejected by hand) has no score: it is scored here."""
     (transaction_id, status, amount, from_account, to_account, reason_code, reason,
      risk, available_balance, changed_at) = row
     return ClearedV1(transaction_id=transaction_id, status=Status(status), reason_code=ReasonCode(reason_code),
                      reason=reason or "", amount=amount, from_account=from_account, to_account=to_account,
-                     risk_score=risk if risk is not None else message.risk_score,
-                     from_customer=message.from_customer, to_customer=message.to_customer,
+                     risk_score=risk if risk is not None else _score(row, holders, rules),
+                     from_customer=holders[from_account], to_customer=holders[to_account],
                      available_balance=available_balance, cleared_at=changed_at)
 
 
 def clear_batch(conn, producer, messages: list[Message], rules: RulesConfig, context: AuditContext,
                 outcome_topic: str, dead_letter_topic: str, *, recording_conn) -> BatchResult:
     """Decide the batch's pending transactions in message order, reading on `conn` (one query for their
-    state, one for all their accounts). The first follow-up records the decisions on `recording_conn`
+    state, one for all their accounts and customers). The first follow-up records the decisions on `recording_conn`
     (one guarded statement for all transitions); the second publishes the outcome of every transaction in
     the batch that has one, as the ledger then records it, and dead-letters what could not be processed.
 
@@ -90,14 +92,15 @@ def clear_batch(conn, producer, messages: list[Message], rules: RulesConfig, con
             batch.setdefault(decoded.transaction_id, decoded)
 
     pending = [m for m in batch.values() if rows[m.transaction_id][1] == Status.PENDING]
-    numbers = sorted({n for m in pending for n in (m.from_account, m.to_account)})
-    accounts, risk_levels = {}, {}
-    for number, status, balance, risk_level in conn.execute(SELECT_ACCOUNTS, (numbers,)).fetchall():
-        accounts[number], risk_levels[number] = Account(number, status, balance), risk_level
+    # the accounts of every transfer in the batch, decided or not: each outcome names both parties
+    numbers = sorted({n for i in batch for n in rows[i][3:5]})
+    accounts, holders = {}, {}
+    for number, status, balance, *customer in conn.execute(SELECT_ACCOUNTS, (numbers,)).fetchall():
+        accounts[number], holders[number] = Account(number, status, balance), Customer(*customer)
     # The transfer as the ledger has it, which the message's equals but may write differently (10.000 for 10.00),
     # scored from the ledger too: the message's score is produce's, from customers who may have been re-rated
     # since, and nothing else in the message that decides clearance goes unchecked.
-    scores = [_score(rows[m.transaction_id], risk_levels, rules) for m in pending]
+    scores = [_score(rows[m.transaction_id], holders, rules) for m in pending]
     decisions = decide_clearance(
         [ClearanceRequest(m.transaction_id, *rows[m.transaction_id][2:5], score or 0)
          for m, score in zip(pending, scores)],
@@ -124,7 +127,7 @@ def clear_batch(conn, producer, messages: list[Message], rules: RulesConfig, con
                                        d.reason_code.value, d.message, score, d.available_balance, changed_at)
                     for d, score in zip(decisions, scores) if d.transaction_id in applied}
         recorded.update((row[0], row) for row in reread)
-        outcomes = (_outcome(message, recorded[i]) for i, message in batch.items()
+        outcomes = (_outcome(recorded[i], holders, rules) for i in batch
                     if recorded[i][1] in PUBLISHED_CLEARANCE_OUTCOMES)
         # both publishes flush the producer: one thread does both
         return {"published": publish(producer, outcome_topic, ((o.from_account, encode(o)) for o in outcomes)),
