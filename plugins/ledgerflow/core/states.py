@@ -1,7 +1,8 @@
 """The transaction state machine.
 
     pending ──► cleared | cleared_with_conditions | requires_manual_review | rejected
-    cleared, cleared_with_conditions ──► settled | rejected (funds gone, or an account frozen or closed, by settlement time)
+    cleared, cleared_with_conditions ──► settled | rejected (funds gone, or an account frozen or closed,
+                                          by settlement time)
     requires_manual_review ──► cleared (approved) | rejected (declined)
     settled, rejected: terminal
 

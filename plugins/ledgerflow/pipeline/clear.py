@@ -11,18 +11,14 @@ from ledgerflow.core.reasons import ReasonCode
 from ledgerflow.core.rules import ClearanceRequest, decide_clearance, risk_score
 from ledgerflow.core.states import Status, StatusChange
 from ledgerflow.pipeline import BatchResult
+from ledgerflow.pipeline.produce import customers_of
 from ledgerflow.store.kafka import dead_letter, publish
-from ledgerflow.store.ledger import transition
+from ledgerflow.store.ledger import account_holders, transition
 
 SELECT_TRANSACTIONS = """
 SELECT transaction_id, status, amount, from_account, to_account, status_reason_code, status_message,
        risk_score, available_balance, status_changed_at
   FROM transactions WHERE transaction_id = ANY(%b)"""
-# The accounts with their customers: clear scores each transfer, and names its parties, as the ledger stands now.
-SELECT_ACCOUNTS = """
-SELECT a.account_number, a.status, a.balance, c.customer_id, c.name, c.risk_level
-  FROM accounts a JOIN customers c ON c.customer_id = a.customer_id
- WHERE a.account_number = ANY(%b)"""
 
 
 def _disagreement(message: TransactionV1, row) -> str | None:
@@ -36,33 +32,31 @@ def _disagreement(message: TransactionV1, row) -> str | None:
     return None
 
 
-def _score(row, holders: dict[str, Customer], rules: RulesConfig) -> int | None:
-    """The transfer's risk score from its customers' risk levels now; None if an account is missing, which
-    clearance rejects whatever the score."""
+def _score(row, customers: dict[str, Customer], rules: RulesConfig) -> int:
+    """The transfer's risk score from its customers' risk levels now (a transfer's accounts exist: foreign keys)."""
     _, _, amount, from_account, to_account, *_ = row
-    if from_account not in holders or to_account not in holders:
-        return None
-    return risk_score(amount, holders[from_account].risk_level, holders[to_account].risk_level, rules.risk)
+    return risk_score(amount, customers[from_account].risk_level, customers[to_account].risk_level, rules.risk)
 
 
-def _outcome(row, holders: dict[str, Customer], rules: RulesConfig) -> ClearedV1:
-    """The outcome the ledger records, with the parties as it holds them (every transfer it holds has both
-    accounts). A transaction decided outside clear (rejected by hand) has no score: it is scored here."""
+def _outcome(row, customers: dict[str, Customer], rules: RulesConfig) -> ClearedV1:
+    """The outcome the ledger records, with the parties as it holds them. A transaction decided outside clear
+    (rejected by hand) has no score: it is scored here."""
     (transaction_id, status, amount, from_account, to_account, reason_code, reason,
      risk, available_balance, changed_at) = row
     return ClearedV1(transaction_id=transaction_id, status=Status(status), reason_code=ReasonCode(reason_code),
                      reason=reason or "", amount=amount, from_account=from_account, to_account=to_account,
-                     risk_score=risk if risk is not None else _score(row, holders, rules),
-                     from_customer=holders[from_account], to_customer=holders[to_account],
+                     risk_score=risk if risk is not None else _score(row, customers, rules),
+                     from_customer=customers[from_account], to_customer=customers[to_account],
                      available_balance=available_balance, cleared_at=changed_at)
 
 
 def clear_batch(conn, producer, messages: list[Message], rules: RulesConfig, context: AuditContext,
                 outcome_topic: str, dead_letter_topic: str, *, recording_conn) -> BatchResult:
     """Decide the batch's pending transactions in message order, reading on `conn` (one query for their
-    state, one for all their accounts and customers). The first follow-up records the decisions on `recording_conn`
-    (one guarded statement for all transitions); the second publishes the outcome of every transaction in
-    the batch that has one, as the ledger then records it, and dead-letters what could not be processed.
+    state, one for all their accounts and customers). The first follow-up records the decisions on
+    `recording_conn` (one guarded statement for all transitions); the second publishes the outcome of every
+    transaction in the batch that has one, as the ledger then records it, and dead-letters what could not be
+    processed.
 
     The follow-ups run beside the deciding of the next batch, so Python decides one batch while the
     database records the one before and the broker takes the outcomes of the one before that:
@@ -93,16 +87,15 @@ def clear_batch(conn, producer, messages: list[Message], rules: RulesConfig, con
 
     pending = [m for m in batch.values() if rows[m.transaction_id][1] == Status.PENDING]
     # the accounts of every transfer in the batch, decided or not: each outcome names both parties
-    numbers = sorted({n for i in batch for n in rows[i][3:5]})
-    accounts, holders = {}, {}
-    for number, status, balance, *customer in conn.execute(SELECT_ACCOUNTS, (numbers,)).fetchall():
-        accounts[number], holders[number] = Account(number, status, balance), Customer(*customer)
+    holders = account_holders(conn, {n for i in batch for n in rows[i][3:5]})
+    accounts = {number: Account(number, holder.status, holder.balance) for number, holder in holders.items()}
+    customers = customers_of(holders)
     # The transfer as the ledger has it, which the message's equals but may write differently (10.000 for 10.00),
     # scored from the ledger too: the message's score is produce's, from customers who may have been re-rated
     # since, and nothing else in the message that decides clearance goes unchecked.
-    scores = [_score(rows[m.transaction_id], holders, rules) for m in pending]
+    scores = [_score(rows[m.transaction_id], customers, rules) for m in pending]
     decisions = decide_clearance(
-        [ClearanceRequest(m.transaction_id, *rows[m.transaction_id][2:5], score or 0)
+        [ClearanceRequest(m.transaction_id, *rows[m.transaction_id][2:5], score)
          for m, score in zip(pending, scores)],
         accounts, rules)
 
@@ -127,7 +120,7 @@ def clear_batch(conn, producer, messages: list[Message], rules: RulesConfig, con
                                        d.reason_code.value, d.message, score, d.available_balance, changed_at)
                     for d, score in zip(decisions, scores) if d.transaction_id in applied}
         recorded.update((row[0], row) for row in reread)
-        outcomes = (_outcome(recorded[i], holders, rules) for i in batch
+        outcomes = (_outcome(recorded[i], customers, rules) for i in batch
                     if recorded[i][1] in PUBLISHED_CLEARANCE_OUTCOMES)
         # both publishes flush the producer: one thread does both
         return {"published": publish(producer, outcome_topic, ((o.from_account, encode(o)) for o in outcomes)),

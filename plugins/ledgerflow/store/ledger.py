@@ -76,7 +76,7 @@ SELECT_STATUSES = "SELECT transaction_id, status FROM transactions WHERE transac
 
 # Accounts with their customers: the parties produce's messages and settle's Redis records describe.
 SELECT_ACCOUNT_HOLDERS = """
-SELECT a.account_number, a.account_type, a.balance, c.customer_id, c.name, c.risk_level
+SELECT a.account_number, a.account_type, a.balance, c.customer_id, c.name, c.risk_level, a.status
   FROM accounts a JOIN customers c ON c.customer_id = a.customer_id
  WHERE a.account_number = ANY(%b)"""
 
@@ -104,12 +104,13 @@ class SettlementResult:
 
 @dataclass(frozen=True, slots=True)
 class AccountHolder:
-    """An account, its balance and the customer who holds it."""
+    """An account, its balance and status, and the customer who holds it."""
     account_type: str
     balance: Decimal
     customer_id: str
     name: str
     risk_level: str
+    status: str
 
 
 def account_holders(conn, account_numbers: Iterable[str]) -> dict[str, AccountHolder]:
