@@ -86,8 +86,6 @@ def test_only_the_status_trigger_writes_the_audit_trail(ledger):
 
 
 @pytest.mark.parametrize(("statement", "error"), [
-    ("INSERT INTO transactions (transaction_id, amount, from_account, to_account, status) "
-     "VALUES (%(id)s || '-new', 1, %(from)s, %(to)s, 'approved')", "unknown status approved"),
     ("UPDATE transactions SET status = 'cleared', status_reason_code = 'BECAUSE' WHERE transaction_id = %(id)s",
      "unknown status cleared or reason code BECAUSE"),
     ("UPDATE transactions SET status_message = 'why', status_reason_code = 'BECAUSE' WHERE transaction_id = %(id)s",
@@ -99,10 +97,11 @@ def test_only_the_status_trigger_writes_the_audit_trail(ledger):
 ])
 def test_statuses_reasons_and_postings_must_refer_to_what_exists(ledger, statement, error):
     source, destination = ledger.accounts("100.00", "0.00")
-    [transaction_id] = ledger.transactions((source, destination, "1.00"))
+    # cleared: a pending transaction has no reason code at all
+    [transaction_id] = ledger.transactions((source, destination, "1.00"), status="cleared")
     with pytest.raises(psycopg.errors.ForeignKeyViolation, match=error):
         ledger.conn.execute(statement, {"id": transaction_id, "from": source, "to": destination})
-    assert ledger.statuses([transaction_id]) == {transaction_id: "pending"}
+    assert ledger.statuses([transaction_id]) == {transaction_id: "cleared"}
 
 
 def test_a_transaction_with_a_history_keeps_its_id_and_cannot_be_deleted(ledger):
@@ -127,6 +126,37 @@ def refused_and_rolled_back(conn, statement: str, error, match: str, params=None
     with pytest.raises(error, match=match), conn.transaction(force_rollback=True):
         conn.execute("SET LOCAL lock_timeout = '10s'")
         conn.execute(statement, params)
+
+
+INSERT_IN_STATUS = ("INSERT INTO transactions (transaction_id, amount, from_account, to_account, status, "
+                    "status_reason_code) VALUES (%(id)s || '-new', 1, %(from)s, %(to)s, %(status)s, %(reason)s)")
+
+
+@pytest.mark.parametrize(("statement", "status", "reason", "error"), [
+    # past clearance, or settled without journal postings, and neither audited
+    (INSERT_IN_STATUS, "cleared", "CLEARED", "cannot be inserted cleared: a transaction enters the ledger pending"),
+    (INSERT_IN_STATUS, "settled", "SETTLED", "cannot be inserted settled"),
+    (INSERT_IN_STATUS, "approved", None, "cannot be inserted approved"),
+    # produce takes up only the unpublished: this one would wait for ever
+    ("INSERT INTO transactions (transaction_id, amount, from_account, to_account, published_at) "
+     "VALUES (%(id)s || '-new', 1, %(from)s, %(to)s, now())", "pending", None, "cannot be inserted published"),
+    # clear's decision would name the same reason, which the status trigger refuses: the batch would fail for good
+    (INSERT_IN_STATUS, "pending", "CLEARED", "transactions_pending_without_a_reason"),
+    ("UPDATE transactions SET status_reason_code = %(reason)s WHERE transaction_id = %(id)s", "pending", "CLEARED",
+     "transactions_pending_without_a_reason"),
+])
+def test_a_transaction_enters_pending_and_has_no_reason_until_it_leaves_it(ledger, statement, status, reason, error):
+    source, destination = ledger.accounts("100.00", "0.00")
+    [transaction_id] = ledger.transactions((source, destination, "1.00"))
+    refused_and_rolled_back(ledger.conn, statement, psycopg.errors.CheckViolation, error,
+                            {"id": transaction_id, "from": source, "to": destination, "status": status,
+                             "reason": reason})
+
+    decision = transition(ledger.conn, [StatusChange(transaction_id, Status.PENDING, Status.CLEARED,
+                                                     ReasonCode.CLEARED, "risk score 0 is below 40")],
+                          AuditContext(changed_by="tests"))
+    assert decision.applied == [transaction_id]
+    assert [row[:3] for row in ledger.audit(transaction_id)] == [("pending", "cleared", "CLEARED")]
 
 
 @pytest.mark.parametrize("statement", [
