@@ -14,16 +14,23 @@ class LedgerFixture:
     def __init__(self, conn):
         self.conn = conn
         self.prefix = f"T{uuid.uuid4().hex[:10]}"
-        self.customer = f"{self.prefix}-C"
-        conn.execute("INSERT INTO customers (customer_id, name, risk_level) VALUES (%s, 'Test Customer', 'LOW')",
-                     (self.customer,))
+        self.opened = 0  # accounts opened so far, which numbers the next
+        self.customer = self.add_customer("Test Customer", "LOW", suffix="C")
 
-    def accounts(self, *balances: str) -> list[str]:
-        numbers = [f"{self.prefix}-A{i}" for i in range(len(balances))]
+    def add_customer(self, name: str, risk_level: str, suffix: str | None = None) -> str:
+        customer_id = f"{self.prefix}-{suffix or uuid.uuid4().hex[:8]}"
+        self.conn.execute("INSERT INTO customers (customer_id, name, risk_level) VALUES (%s, %s, %s)",
+                          (customer_id, name, risk_level))
+        return customer_id
+
+    def accounts(self, *balances: str, customer: str | None = None) -> list[str]:
+        """Open accounts with these balances, held by `customer` (by default the fixture's own)."""
+        numbers = [f"{self.prefix}-A{self.opened + i}" for i in range(len(balances))]
+        self.opened += len(numbers)
         with self.conn.cursor() as cursor:
             cursor.executemany(
                 "INSERT INTO accounts (account_number, customer_id, account_type, balance) VALUES (%s, %s, 'CHECKING', %s)",
-                [(number, self.customer, Decimal(balance)) for number, balance in zip(numbers, balances)])
+                [(number, customer or self.customer, Decimal(balance)) for number, balance in zip(numbers, balances)])
         return numbers
 
     def transactions(self, *transfers: tuple[str, str, str], status: str = "pending") -> list[str]:
