@@ -585,10 +585,12 @@ def test_the_redis_records_of_a_settlement_are_those_the_ledger_rebuilds(ledger)
 
 
 def test_clear_scores_a_transfer_and_names_its_parties_from_the_ledger_not_from_the_message(topics, producer, ledger):
-    """The message carries produce's score (0: its customer was LOW then); the customer has been re-rated HIGH
+    """The message carries produce's score (0: both customers were LOW then); the payer has been re-rated HIGH
     since, so the transfer of 12,000.00 scores 30 + 40 = 70, which clears with conditions, and the outcome
-    names the customer as HIGH."""
-    source, destination = ledger.accounts("20000.00", "0.00")
+    names the payer as HIGH and the payee, a MEDIUM customer, as such."""
+    [source] = ledger.accounts("20000.00")
+    payee = ledger.add_customer("Payee", "MEDIUM")
+    [destination] = ledger.accounts("0.00", customer=payee)
     [transfer] = ledger.transactions((source, destination, "12000.00"))
     publish(producer, topics["in"], [(b"k", transaction_message(ledger, transfer, "12000.00", source, destination))])
     ledger.conn.execute("UPDATE customers SET risk_level = 'HIGH' WHERE customer_id = %s", (ledger.customer,))
@@ -600,7 +602,31 @@ def test_clear_scores_a_transfer_and_names_its_parties_from_the_ledger_not_from_
                                (transfer,)).fetchone() == ("cleared_with_conditions", 70)
     [outcome] = [decode_cleared(m.value()) for m in read_all(topics["out"], 1)]
     assert (outcome.status, outcome.risk_score) == (Status.CLEARED_WITH_CONDITIONS, 70)
-    assert outcome.from_customer == outcome.to_customer == Customer(ledger.customer, "Test Customer", "HIGH")
+    assert outcome.from_customer == Customer(ledger.customer, "Test Customer", "HIGH")
+    assert outcome.to_customer == Customer(payee, "Payee", "MEDIUM")
+
+
+def test_clear_scores_and_records_a_transfer_rejected_by_hand_when_it_republishes_it(topics, producer, ledger):
+    """A transfer rejected by hand before clear took it up has no score, which its outcome needs. clear scores
+    it (6,000.00 between LOW customers: 15) and records the score, so the outcome, the ledger and the Redis
+    record settle writes from the ledger all say 15."""
+    source, destination = ledger.accounts("10000.00", "0.00")
+    [transfer] = ledger.transactions((source, destination, "6000.00"))
+    publish(producer, topics["in"], [(b"k", transaction_message(ledger, transfer, "6000.00", source, destination))])
+    ledger.conn.execute("UPDATE transactions SET status = 'rejected', status_reason_code = 'REVIEW_DECLINED', "
+                        "status_message = 'declined by hand' WHERE transaction_id = %s", (transfer,))
+
+    result = clear_batch(ledger.conn, producer, read_all(topics["in"], 1), load_rules(), CONTEXT, topics["out"],
+                         topics["dlq"], recording_conn=ledger.conn).complete()
+
+    assert [result[k] for k in ("decided", "duplicates", "published")] == [0, 1, 1]
+    [outcome] = [decode_cleared(m.value()) for m in read_all(topics["out"], 1)]
+    assert (outcome.status, outcome.reason_code, outcome.risk_score) == (Status.REJECTED, "REVIEW_DECLINED", 15)
+    assert ledger.conn.execute("SELECT risk_score FROM transactions WHERE transaction_id = %s",
+                               (transfer,)).fetchone() == (15,)
+    redis_client = RedisHook(redis_conn_id=topology.REDIS_CONN_ID).get_conn()
+    assert project(ledger.conn, redis_client, [transfer]) == {transfer: "rejected"}
+    assert redis_client.hget(f"rejected:{transfer}", "risk_score") == b"15"
 
 
 def test_clear_publishes_the_same_outcome_for_a_decision_and_for_its_redelivery(topics, producer, ledger):

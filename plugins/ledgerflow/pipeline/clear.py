@@ -13,7 +13,7 @@ from ledgerflow.core.states import Status, StatusChange
 from ledgerflow.pipeline import BatchResult
 from ledgerflow.pipeline.produce import customers_of
 from ledgerflow.store.kafka import dead_letter, publish
-from ledgerflow.store.ledger import account_holders, transition
+from ledgerflow.store.ledger import account_holders, record_missing_risk_scores, transition
 
 SELECT_TRANSACTIONS = """
 SELECT transaction_id, status, amount, from_account, to_account, status_reason_code, status_message,
@@ -38,15 +38,13 @@ def _score(row, customers: dict[str, Customer], rules: RulesConfig) -> int:
     return risk_score(amount, customers[from_account].risk_level, customers[to_account].risk_level, rules.risk)
 
 
-def _outcome(row, customers: dict[str, Customer], rules: RulesConfig) -> ClearedV1:
-    """The outcome the ledger records, with the parties as it holds them. A transaction decided outside clear
-    (rejected by hand) has no score: it is scored here."""
+def _outcome(row, customers: dict[str, Customer]) -> ClearedV1:
+    """The outcome the ledger records, with the parties as it holds them now."""
     (transaction_id, status, amount, from_account, to_account, reason_code, reason,
      risk, available_balance, changed_at) = row
     return ClearedV1(transaction_id=transaction_id, status=Status(status), reason_code=ReasonCode(reason_code),
                      reason=reason or "", amount=amount, from_account=from_account, to_account=to_account,
-                     risk_score=risk if risk is not None else _score(row, customers, rules),
-                     from_customer=customers[from_account], to_customer=customers[to_account],
+                     risk_score=risk, from_customer=customers[from_account], to_customer=customers[to_account],
                      available_balance=available_balance, cleared_at=changed_at)
 
 
@@ -110,6 +108,13 @@ def clear_batch(conn, producer, messages: list[Message], rules: RulesConfig, con
         applied = set(result.applied)
         rest = [i for i in batch if i not in applied]
         reread = recording_conn.execute(SELECT_TRANSACTIONS, (rest,)).fetchall() if rest else []
+        # A transaction decided outside clear (rejected by hand) has no score, which its outcome needs: it is
+        # scored now and the score recorded, so that the ledger, the outcome and the Redis record agree.
+        if unscored := {row[0]: _score(row, customers, rules) for row in reread
+                        if row[1] in PUBLISHED_CLEARANCE_OUTCOMES and row[7] is None}:
+            record_missing_risk_scores(recording_conn, unscored)
+            reread = [row for row in reread if row[0] not in unscored]
+            reread += recording_conn.execute(SELECT_TRANSACTIONS, (list(unscored),)).fetchall()
         recording.append((applied, result.changed_at, reread))
         return {"decided": len(result.applied), "duplicates": len(batch) - len(result.applied)}
 
@@ -120,7 +125,7 @@ def clear_batch(conn, producer, messages: list[Message], rules: RulesConfig, con
                                        d.reason_code.value, d.message, score, d.available_balance, changed_at)
                     for d, score in zip(decisions, scores) if d.transaction_id in applied}
         recorded.update((row[0], row) for row in reread)
-        outcomes = (_outcome(recorded[i], customers, rules) for i in batch
+        outcomes = (_outcome(recorded[i], customers) for i in batch
                     if recorded[i][1] in PUBLISHED_CLEARANCE_OUTCOMES)
         # both publishes flush the producer: one thread does both
         return {"published": publish(producer, outcome_topic, ((o.from_account, encode(o)) for o in outcomes)),

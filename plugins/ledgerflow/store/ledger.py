@@ -80,6 +80,12 @@ SELECT a.account_number, a.account_type, a.balance, c.customer_id, c.name, c.ris
   FROM accounts a JOIN customers c ON c.customer_id = a.customer_id
  WHERE a.account_number = ANY(%b)"""
 
+# A transaction that keeps a score it has: this fills in only those decided without one (by hand).
+RECORD_MISSING_RISK_SCORES = """
+UPDATE transactions t SET risk_score = s.risk_score
+  FROM unnest(%s::text[], %s::smallint[]) AS s(transaction_id, risk_score)
+ WHERE t.transaction_id = s.transaction_id AND t.risk_score IS NULL"""
+
 # msgspec writes a Decimal as a JSON string, which PostgreSQL reads into numeric exactly.
 _JSON = msgspec.json.Encoder()
 
@@ -123,6 +129,11 @@ def account_holders(conn, account_numbers: Iterable[str]) -> dict[str, AccountHo
 def statuses(conn, transaction_ids: list[str]) -> dict[str, Status]:
     """The given transactions' statuses, by id; an id the ledger does not have is left out."""
     return {i: Status(status) for i, status in conn.execute(SELECT_STATUSES, (transaction_ids,)).fetchall()}
+
+
+def record_missing_risk_scores(conn, scores: dict[str, int]) -> None:
+    """Record the given risk scores of transactions that have none; a transaction with a score keeps it."""
+    conn.execute(RECORD_MISSING_RISK_SCORES, (list(scores), list(scores.values())))
 
 
 def _set_audit_context(cursor, context: AuditContext, settling: bool = False) -> None:
