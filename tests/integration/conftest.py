@@ -10,6 +10,11 @@ from decimal import Decimal
 import pytest
 
 
+# the reason a repair script would give for moving a transaction to each status
+BY_HAND_REASONS = {"cleared": "CLEARED", "cleared_with_conditions": "CLEARED_WITH_CONDITIONS",
+                   "requires_manual_review": "MANUAL_REVIEW_RISK_SCORE", "rejected": "REVIEW_DECLINED"}
+
+
 class LedgerFixture:
     def __init__(self, conn):
         self.conn = conn
@@ -42,8 +47,8 @@ class LedgerFixture:
                 "INSERT INTO transactions (transaction_id, amount, from_account, to_account) VALUES (%s, %s, %s, %s)",
                 [(i, Decimal(amount), a, b) for i, (a, b, amount) in zip(ids, transfers)])
             if status != "pending":
-                cursor.execute("UPDATE transactions SET status = %s, status_reason_code = 'CLEARED' "
-                               "WHERE transaction_id = ANY(%s)", (status, ids))
+                cursor.execute("UPDATE transactions SET status = %s, status_reason_code = %s "
+                               "WHERE transaction_id = ANY(%s)", (status, BY_HAND_REASONS[status], ids))
         return ids
 
     def balances(self, numbers) -> dict[str, Decimal]:

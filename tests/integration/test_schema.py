@@ -7,7 +7,7 @@ import pytest
 
 from ledgerflow.core.audit import AuditContext
 from ledgerflow.core.reasons import ReasonCode
-from ledgerflow.core.states import TERMINAL, TRANSITIONS, Status, StatusChange
+from ledgerflow.core.states import REASONS, TERMINAL, TRANSITIONS, Status, StatusChange
 from ledgerflow.store.ledger import settle, transition
 
 
@@ -19,9 +19,11 @@ def test_the_database_knows_exactly_the_cores_statuses_and_transitions(pg):
     assert transitions == {(old.value, new.value) for old, targets in TRANSITIONS.items() for new in targets}
 
 
-def test_the_database_knows_exactly_the_cores_reason_codes(pg):
+def test_the_database_knows_exactly_the_cores_reason_codes_and_their_statuses(pg):
     codes = {row[0] for row in pg.execute("SELECT reason_code FROM reason_codes").fetchall()}
     assert codes == {code.value for code in ReasonCode}
+    pairs = set(pg.execute("SELECT status, reason_code FROM transaction_status_reasons").fetchall())
+    assert pairs == {(status.value, reason.value) for status, reasons in REASONS.items() for reason in reasons}
 
 
 @pytest.mark.parametrize(("amount", "from_index", "to_index", "error"), [
@@ -87,7 +89,7 @@ def test_only_the_status_trigger_writes_the_audit_trail(ledger):
 
 @pytest.mark.parametrize(("statement", "error"), [
     ("UPDATE transactions SET status = 'cleared', status_reason_code = 'BECAUSE' WHERE transaction_id = %(id)s",
-     "unknown status cleared or reason code BECAUSE"),
+     "cannot be cleared with reason code BECAUSE"),
     ("UPDATE transactions SET status_message = 'why', status_reason_code = 'BECAUSE' WHERE transaction_id = %(id)s",
      "reason code BECAUSE"),
     ("INSERT INTO journal_postings (transaction_id, account_number, direction, amount, balance_after) "
@@ -152,11 +154,27 @@ def test_a_transaction_enters_pending_and_has_no_reason_until_it_leaves_it(ledge
                             {"id": transaction_id, "from": source, "to": destination, "status": status,
                              "reason": reason})
 
-    decision = transition(ledger.conn, [StatusChange(transaction_id, Status.PENDING, Status.CLEARED,
-                                                     ReasonCode.CLEARED, "risk score 0 is below 40")],
-                          AuditContext(changed_by="tests"))
-    assert decision.applied == [transaction_id]
-    assert [row[:3] for row in ledger.audit(transaction_id)] == [("pending", "cleared", "CLEARED")]
+
+@pytest.mark.parametrize(("statement", "error", "match"), [
+    # settle's own reason, SETTLED, would then not say why the transaction was settled: settle would fail for good
+    ("UPDATE transactions SET status_reason_code = 'SETTLED' WHERE transaction_id = %s",
+     psycopg.errors.ForeignKeyViolation, "cannot be cleared with reason code SETTLED"),
+    # clear could not republish an outcome without a reason
+    ("UPDATE transactions SET status_reason_code = NULL WHERE transaction_id = %s",
+     psycopg.errors.ForeignKeyViolation, "cannot be cleared with reason code NULL"),
+])
+def test_a_transaction_past_pending_has_a_reason_of_its_status(ledger, statement, error, match):
+    source, destination = ledger.accounts("100.00", "0.00")
+    [transaction_id] = ledger.transactions((source, destination, "1.00"), status="cleared")
+    refused_and_rolled_back(ledger.conn, statement, error, match, (transaction_id,))
+
+
+def test_a_status_change_by_hand_names_a_reason_of_its_new_status(ledger):
+    source, destination = ledger.accounts("100.00", "0.00")
+    [transaction_id] = ledger.transactions((source, destination, "1.00"))
+    refused_and_rolled_back(ledger.conn, "UPDATE transactions SET status = 'rejected', status_reason_code = 'CLEARED' "
+                            "WHERE transaction_id = %s", psycopg.errors.ForeignKeyViolation,
+                            "cannot be rejected with reason code CLEARED", (transaction_id,))
 
 
 @pytest.mark.parametrize("statement", [
@@ -164,6 +182,7 @@ def test_a_transaction_enters_pending_and_has_no_reason_until_it_leaves_it(ledge
     "UPDATE transaction_statuses SET terminal = false WHERE status = 'settled'",
     "INSERT INTO transaction_status_transitions (from_status, to_status) VALUES ('pending', 'settled')",
     "TRUNCATE transaction_status_transitions CASCADE",
+    "UPDATE transaction_status_reasons SET status = 'cleared' WHERE reason_code = 'SETTLED'",
 ])
 def test_the_statuses_transitions_and_reason_codes_change_only_by_migration(pg, statement):
     refused_and_rolled_back(pg, statement, psycopg.errors.InsufficientPrivilege, "restates the domain core")

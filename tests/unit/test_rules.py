@@ -8,7 +8,7 @@ from ledgerflow.core.accounts import Account
 from ledgerflow.core.config import load_rules, parse_rules
 from ledgerflow.core.reasons import ReasonCode
 from ledgerflow.core.rules import ClearanceRequest, decide_clearance, risk_score
-from ledgerflow.core.states import Status
+from ledgerflow.core.states import REASONS, Status
 
 RULES = load_rules()
 RICH = Decimal("1000000.00")
@@ -51,7 +51,7 @@ def clear(amount="100.00", score=0, balance=RICH, from_status="ACTIVE", to_statu
     return decision
 
 
-@pytest.mark.parametrize(("score", "amount", "status", "reason"), [
+THRESHOLDS = [
     (0, "100.00", Status.CLEARED, ReasonCode.CLEARED),
     (39, "100.00", Status.CLEARED, ReasonCode.CLEARED),
     (40, "100.00", Status.CLEARED_WITH_CONDITIONS, ReasonCode.CLEARED_WITH_CONDITIONS),
@@ -61,7 +61,10 @@ def clear(amount="100.00", score=0, balance=RICH, from_status="ACTIVE", to_statu
     (30, "100000.00", Status.CLEARED, ReasonCode.CLEARED),
     (30, "100000.01", Status.REQUIRES_MANUAL_REVIEW, ReasonCode.MANUAL_REVIEW_AMOUNT),
     (50, "100000.01", Status.REQUIRES_MANUAL_REVIEW, ReasonCode.MANUAL_REVIEW_AMOUNT),
-])
+]
+
+
+@pytest.mark.parametrize(("score", "amount", "status", "reason"), THRESHOLDS)
 def test_clearance_thresholds(score, amount, status, reason):
     decision = clear(amount=amount, score=score)
     assert (decision.status, decision.reason_code) == (status, reason)
@@ -86,6 +89,12 @@ CLEARANCE_REJECTIONS = [
 def test_clearance_rejects_with_a_reason(override, reason, message):
     decision = clear(**override)
     assert (decision.status, decision.reason_code, decision.message) == (Status.REJECTED, reason, message)
+
+
+def test_every_clearance_decision_names_a_reason_of_its_status():
+    decisions = [clear(amount=amount, score=score) for score, amount, *_ in THRESHOLDS]
+    decisions += [clear(**override) for override, *_ in CLEARANCE_REJECTIONS]
+    assert all(d.reason_code in REASONS[d.status] for d in decisions)
 
 
 def test_every_clearance_reason_code_is_covered():

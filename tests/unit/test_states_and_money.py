@@ -6,8 +6,8 @@ import pytest
 
 from ledgerflow.core.money import InvalidAmount, has_at_most_two_decimals, to_money
 from ledgerflow.core.reasons import ReasonCode
-from ledgerflow.core.states import (SETTLEABLE, TERMINAL, TRANSITIONS, IllegalTransition, Status, StatusChange,
-                                    require_transition)
+from ledgerflow.core.states import (REASONS, SETTLEABLE, TERMINAL, TRANSITIONS, IllegalReason, IllegalTransition,
+                                    Status, StatusChange, require_transition)
 
 S = Status
 
@@ -31,6 +31,22 @@ def test_illegal_transitions_are_refused(old, new):
         require_transition(old, new)
     with pytest.raises(IllegalTransition):
         StatusChange("T1", old, new, ReasonCode.SETTLED, "no")
+
+
+def test_every_reason_code_is_a_reason_for_exactly_one_status_and_pending_has_none():
+    # so a status change never names the reason it replaces, which the database refuses
+    assert REASONS.keys() == set(Status)
+    assert sorted(reason for reasons in REASONS.values() for reason in reasons) == sorted(ReasonCode)
+    assert REASONS[S.PENDING] == frozenset()
+    assert REASONS[S.SETTLED] == {ReasonCode.SETTLED}
+
+
+@pytest.mark.parametrize(("new", "reason"), [(S.CLEARED, ReasonCode.SETTLED),
+                                             (S.REJECTED, ReasonCode.CLEARED),
+                                             (S.CLEARED_WITH_CONDITIONS, ReasonCode.REVIEW_APPROVED)])
+def test_a_change_with_a_reason_of_another_status_cannot_even_be_requested(new, reason):
+    with pytest.raises(IllegalReason, match=f"{reason} is not a reason for {new}"):
+        StatusChange("T1", S.PENDING, new, reason, "no")
 
 
 def test_every_status_is_reachable_from_pending_and_every_path_ends_terminal():
