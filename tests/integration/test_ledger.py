@@ -21,8 +21,8 @@ AIRFLOW = AuditContext(changed_by="airflow", dag_id="ledgerflow_clear", run_id="
 D = Decimal
 
 
-def cleared(transaction_id, status=Status.CLEARED):
-    return StatusChange(transaction_id, Status.PENDING, status, ReasonCode.CLEARED, "risk score 0 is below 40")
+def cleared(transaction_id):
+    return StatusChange(transaction_id, Status.PENDING, Status.CLEARED, ReasonCode.CLEARED, "risk score 0 is below 40")
 
 
 def test_a_transition_applied_twice_writes_one_audit_row_and_reports_the_duplicate(ledger):
@@ -52,6 +52,22 @@ def test_a_batch_of_transitions_applies_each_once_even_if_listed_twice(ledger):
 def test_an_illegal_transition_cannot_even_be_requested():
     with pytest.raises(IllegalTransition, match="pending -> settled"):
         StatusChange("T1", Status.PENDING, Status.SETTLED, ReasonCode.SETTLED, "skip clearance")
+
+
+def test_a_missing_risk_score_is_recorded_and_a_recorded_one_kept(ledger):
+    """clear fills in the score of a transaction decided by hand; one that has a score meanwhile keeps it.
+    (The fill's lock order, transaction_id like every writer's, is not something a test here can catch.)"""
+    source, destination = ledger.accounts("100.00", "0.00")
+    unscored, scored = ledger.transactions((source, destination, "1.00"), (source, destination, "2.00"),
+                                           status="rejected")
+    ledger.conn.execute("UPDATE transactions SET risk_score = 70 WHERE transaction_id = %s", (scored,))
+
+    ledger_store.record_missing_risk_scores(ledger.conn, {unscored: 15, scored: 15})
+
+    scores = ledger.conn.execute("SELECT transaction_id, risk_score FROM transactions WHERE transaction_id = ANY(%s)",
+                                 ([unscored, scored],)).fetchall()
+    assert dict(scores) == {unscored: 15, scored: 70}
+    assert [len(ledger.audit(i)) for i in (unscored, scored)] == [1, 1]  # only the change to rejected
 
 
 def test_changes_outside_airflow_are_audited_without_airflow_context(ledger):

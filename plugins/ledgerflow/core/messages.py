@@ -91,8 +91,9 @@ PUBLISHED_CLEARANCE_OUTCOMES = frozenset({Status.CLEARED, Status.CLEARED_WITH_CO
 
 class ClearedV1(msgspec.Struct, frozen=True, tag_field="schema", tag="ledgerflow.cleared.v1"):
     """A clearance outcome: cleared or cleared with conditions goes on to settle; rejected is recorded.
-    risk_score is the score the ledger recorded with the decision; the customers are the parties as the ledger
-    holds them when the outcome is published, so an outcome republished after a re-rating names the new level."""
+    risk_score is the score the ledger recorded with the decision (for one decided by hand, clear records it when it
+    first publishes the outcome); the customers are the parties as the ledger holds them when the outcome is
+    published, so an outcome republished after a re-rating names the new level."""
     transaction_id: Identifier
     status: Status
     reason_code: ReasonCode

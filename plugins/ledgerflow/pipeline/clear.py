@@ -110,11 +110,11 @@ def clear_batch(conn, producer, messages: list[Message], rules: RulesConfig, con
         reread = recording_conn.execute(SELECT_TRANSACTIONS, (rest,)).fetchall() if rest else []
         # A transaction decided outside clear (rejected by hand) has no score, which its outcome needs: it is
         # scored now and the score recorded, so that the ledger, the outcome and the Redis record agree.
-        if unscored := {row[0]: _score(row, customers, rules) for row in reread
-                        if row[1] in PUBLISHED_CLEARANCE_OUTCOMES and row[7] is None}:
-            record_missing_risk_scores(recording_conn, unscored)
-            reread = [row for row in reread if row[0] not in unscored]
-            reread += recording_conn.execute(SELECT_TRANSACTIONS, (list(unscored),)).fetchall()
+        if missing_scores := {row[0]: _score(row, customers, rules) for row in reread
+                              if row[1] in PUBLISHED_CLEARANCE_OUTCOMES and row[7] is None}:
+            record_missing_risk_scores(recording_conn, missing_scores)
+            reread = [row for row in reread if row[0] not in missing_scores]
+            reread += recording_conn.execute(SELECT_TRANSACTIONS, (list(missing_scores),)).fetchall()
         recording.append((applied, result.changed_at, reread))
         return {"decided": len(result.applied), "duplicates": len(batch) - len(result.applied)}
 

@@ -80,7 +80,6 @@ SELECT a.account_number, a.account_type, a.balance, c.customer_id, c.name, c.ris
   FROM accounts a JOIN customers c ON c.customer_id = a.customer_id
  WHERE a.account_number = ANY(%b)"""
 
-# A transaction that keeps a score it has: this fills in only those decided without one (by hand).
 RECORD_MISSING_RISK_SCORES = """
 UPDATE transactions t SET risk_score = s.risk_score
   FROM unnest(%s::text[], %s::smallint[]) AS s(transaction_id, risk_score)
@@ -133,7 +132,9 @@ def statuses(conn, transaction_ids: list[str]) -> dict[str, Status]:
 
 def record_missing_risk_scores(conn, scores: dict[str, int]) -> None:
     """Record the given risk scores of transactions that have none; a transaction with a score keeps it."""
-    conn.execute(RECORD_MISSING_RISK_SCORES, (list(scores), list(scores.values())))
+    with conn.transaction(), conn.cursor() as cursor:
+        cursor.execute(LOCK_IN_ORDER, (list(scores),))
+        cursor.execute(RECORD_MISSING_RISK_SCORES, (list(scores), list(scores.values())))
 
 
 def _set_audit_context(cursor, context: AuditContext, settling: bool = False) -> None:
