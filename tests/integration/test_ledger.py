@@ -15,6 +15,7 @@ from ledgerflow.core.settlement import Refused, Settled
 from ledgerflow.core.states import IllegalTransition, Status, StatusChange
 from ledgerflow.store import ledger as ledger_store
 from ledgerflow.store.ledger import LockedSettlement, settle, transition
+from tests.conftest import open_pg
 
 AIRFLOW = AuditContext(changed_by="airflow", dag_id="ledgerflow_clear", run_id="manual__2026-11-25T09:00:00",
                        task_id="clear_batch", try_number=2, map_index=-1)
@@ -142,6 +143,39 @@ def test_a_transfer_from_or_to_an_account_frozen_or_closed_since_clearance_is_re
     assert [row[:3] for row in ledger.audit(ids[0])] == [
         ("pending", "cleared", "CLEARED"), ("cleared", "rejected", "SOURCE_ACCOUNT_NOT_ACTIVE_AT_SETTLEMENT")]
     assert ledger.reconciliation_gaps([source, destination, frozen, closed]) == []
+
+
+def test_after_a_refusal_the_accounts_as_another_session_left_them_decide(ledger, monkeypatch):
+    """A refusal rolls the batch back to its savepoint, which unlocks its accounts, and locks and reads them again.
+    A session that freezes an account in between must get its lock, and the second reading, which sees the
+    account frozen, decides: the transfer the first reading settled is refused."""
+    poor, payer, payee = ledger.accounts("100.00", "50.00", "0.00")
+    ids = ledger.transactions((poor, payee, "150.00"), (payer, payee, "10.00"), status="cleared")
+    readings = []
+    read_accounts_and_settle = ledger_store._lock_accounts_and_settle
+
+    def freezing_the_payer_before_the_second_reading(cursor, transfers):
+        if readings:
+            other = open_pg()
+            try:
+                other.execute("SET lock_timeout = '10s'")
+                other.execute("UPDATE accounts SET status = 'FROZEN' WHERE account_number = %s", (payer,))
+            finally:
+                other.close()
+        readings.append(read_accounts_and_settle(cursor, transfers))
+        return readings[-1]
+
+    monkeypatch.setattr(ledger_store, "_lock_accounts_and_settle", freezing_the_payer_before_the_second_reading)
+    result = settle(ledger.conn, ids, AIRFLOW)
+
+    assert len(readings) == 2
+    assert [type(o) for o in readings[0][1]] == [Refused, Settled]
+    assert [(type(o), getattr(o, "reason_code", None)) for o in result.outcomes] == [
+        (Refused, ReasonCode.INSUFFICIENT_FUNDS_AT_SETTLEMENT),
+        (Refused, ReasonCode.SOURCE_ACCOUNT_NOT_ACTIVE_AT_SETTLEMENT)]
+    assert ledger.statuses(ids) == {ids[0]: "rejected", ids[1]: "rejected"}
+    assert ledger.balances([poor, payer, payee]) == {poor: D("100.00"), payer: D("50.00"), payee: D("0.00")}
+    assert ledger.reconciliation_gaps([poor, payer, payee]) == []
 
 
 def test_settling_the_same_batch_again_changes_nothing(ledger):
