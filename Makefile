@@ -1,8 +1,10 @@
 # The project's commands. Each is idempotent: running it again while things are up does no harm.
 STACK := include/stack/stack.sh
 WITH_ENV := include/stack/with-env
+# psql on the pipeline database; arguments after it go to psql
+PSQL := $(WITH_ENV) bash -c 'PGPASSWORD="$$LEDGERFLOW_DB_PASSWORD" exec psql -h 127.0.0.1 -p "$$LEDGERFLOW_PG_PORT" -U "$$LEDGERFLOW_DB_USER" -d "$$LEDGERFLOW_DB_NAME" "$$@"' psql
 
-.PHONY: run test stop status reset install migrate psql redis-cli secrets schemas check-rules bench
+.PHONY: run test stop status waiting reset install migrate psql redis-cli secrets schemas check-rules bench
 
 run:  ## install and start everything, run the pipeline on sample data, say where to look
 	@$(STACK) up
@@ -19,6 +21,11 @@ stop:  ## stop every component of the local stack
 status:  ## up/down, port and data directory of each component
 	@$(STACK) status
 
+waiting:  ## the transactions not settled or rejected yet: how many wait for what, and since when
+	@$(PSQL) -c "SELECT waits_for, status, count(*) AS transactions, min(since) AS oldest_since, \
+	                    date_trunc('second', now() - min(since)) AS oldest_for \
+	               FROM transactions_waiting GROUP BY waits_for, status ORDER BY oldest_since"
+
 reset:  ## start the pipeline's data over: its database (schema and sample data only), topics and Redis records
 	@$(STACK) reset
 
@@ -29,7 +36,7 @@ migrate:  ## apply the migrations in sql/ that are not applied yet
 	@$(STACK) migrate
 
 psql:  ## a psql shell on the pipeline database
-	@$(WITH_ENV) bash -c 'PGPASSWORD="$$LEDGERFLOW_DB_PASSWORD" exec psql -h 127.0.0.1 -p "$$LEDGERFLOW_PG_PORT" -U "$$LEDGERFLOW_DB_USER" -d "$$LEDGERFLOW_DB_NAME"'
+	@$(PSQL)
 
 redis-cli:  ## a redis-cli shell on the pipeline's Redis
 	@$(WITH_ENV) bash -c 'exec redis-cli -p "$$LEDGERFLOW_REDIS_PORT" -a "$$LEDGERFLOW_REDIS_PASSWORD" --no-auth-warning'

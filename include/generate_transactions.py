@@ -119,6 +119,7 @@ Look at the results:
   PostgreSQL     make psql, then
                    SELECT status, count(*) FROM transactions WHERE transaction_id LIKE '{prefix}-%' GROUP BY status;
                    SELECT * FROM transaction_audit WHERE transaction_id = '{prefix}-T0' ORDER BY id;
+                 make waiting: what is not settled or rejected yet, and what it waits for
   Redis          make redis-cli, then
                    HGETALL settlement:{prefix}-T0    (rejected:{prefix}-T0 if it was rejected)""")
     return 0

@@ -290,3 +290,22 @@ def test_only_a_settlement_settles(ledger):
     assert [o.transfer.transaction_id for o in settlement.outcomes] == [by_settlement]
     assert ledger.statuses([by_hand, by_settlement]) == {by_hand: "cleared", by_settlement: "settled"}
     assert ledger.reconciliation_gaps([source, destination]) == []
+
+
+def test_every_transaction_not_yet_terminal_is_listed_with_what_it_waits_for(ledger):
+    source, destination = ledger.accounts("100.00", "0.00")
+    unpublished, published = ledger.transactions(*[(source, destination, "1.00")] * 2)
+    ledger.conn.execute("UPDATE transactions SET published_at = now() WHERE transaction_id = %s", (published,))
+    cleared = ledger.transactions((source, destination, "1.00"), status="cleared")
+    with_conditions = ledger.transactions((source, destination, "1.00"), status="cleared_with_conditions")
+    approved, in_review = ledger.transactions(*[(source, destination, "1.00")] * 2, status="requires_manual_review")
+    ledger.conn.execute("UPDATE transactions SET status = 'cleared', status_reason_code = 'REVIEW_APPROVED' "
+                        "WHERE transaction_id = %s", (approved,))
+    rejected = ledger.transactions((source, destination, "1.00"), status="rejected")
+    ids = [unpublished, published, *cleared, *with_conditions, approved, in_review, *rejected]
+
+    waiting = {transaction_id: waits_for for transaction_id, waits_for in ledger.conn.execute(
+        "SELECT transaction_id, waits_for FROM transactions_waiting WHERE transaction_id = ANY(%s)", (ids,))}
+
+    assert waiting == {unpublished: "produce", published: "clear", cleared[0]: "settle",
+                       with_conditions[0]: "settle", approved: "window re-drive", in_review: "manual review"}

@@ -38,6 +38,14 @@ def test_applying_the_migrations_again_is_a_no_op():
     assert count("SELECT count(*) FROM schema_migrations") == applied_before
 
 
+def test_make_waiting_counts_the_transactions_not_yet_terminal_by_what_they_wait_for():
+    result = subprocess.run(["make", "-s", "waiting"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+
+    assert result.returncode == 0, result.stderr
+    header = [column.strip() for column in result.stdout.splitlines()[0].split("|")]
+    assert header == ["waits_for", "status", "transactions", "oldest_since", "oldest_for"]
+
+
 def test_bringing_the_services_up_again_keeps_their_data():
     accounts_before = count("SELECT count(*) FROM accounts")
     transactions_before = count("SELECT count(*) FROM transactions")
