@@ -156,12 +156,9 @@ def test_after_a_refusal_the_accounts_as_another_session_left_them_decide(ledger
 
     def freezing_the_payer_before_the_second_reading(cursor, transfers):
         if readings:
-            other = open_pg()
-            try:
+            with open_pg() as other:  # closed on the way out, whatever happens
                 other.execute("SET lock_timeout = '10s'")
                 other.execute("UPDATE accounts SET status = 'FROZEN' WHERE account_number = %s", (payer,))
-            finally:
-                other.close()
         readings.append(read_accounts_and_settle(cursor, transfers))
         return readings[-1]
 
