@@ -1,0 +1,86 @@
+"""Migrations that mend or refuse the rows written before them, tried on a schema of their own.
+
+Each test applies the migrations before the one under test to a new schema, in a transaction that it rolls
+back, writes the rows that migration has to deal with, then applies it: the pipeline's own tables are
+neither read nor changed.
+"""
+
+import uuid
+from contextlib import contextmanager
+
+import psycopg
+import pytest
+
+from include.stack.migrate import pending_migrations
+
+MIGRATIONS = pending_migrations({})  # every migration, in the order make migrate applies them
+
+
+def migration(prefix: str):
+    [path] = [path for path in MIGRATIONS if path.name.startswith(prefix)]
+    return path
+
+
+@contextmanager
+def schema_migrated_up_to(conn, prefix: str):
+    """A new schema holding every migration before the one named by `prefix`, with one customer ('C') and
+    two accounts ('A1', 'A2'); rolled back on exit."""
+    with conn.transaction(force_rollback=True):
+        schema = f"migration_check_{uuid.uuid4().hex[:8]}"
+        conn.execute(f"CREATE SCHEMA {schema}")
+        conn.execute(f"SET LOCAL search_path TO {schema}")
+        for path in MIGRATIONS[:MIGRATIONS.index(migration(prefix))]:
+            conn.execute(path.read_text())
+        conn.execute("INSERT INTO customers (customer_id, name, risk_level) VALUES ('C', 'Customer', 'LOW')")
+        conn.execute("INSERT INTO accounts (account_number, customer_id, account_type, balance) "
+                     "VALUES ('A1', 'C', 'CHECKING', 100.00), ('A2', 'C', 'CHECKING', 100.00)")
+        yield
+
+
+def insert_transaction(conn, transaction_id: str, reason_code: str | None = None) -> None:
+    conn.execute("INSERT INTO transactions (transaction_id, amount, from_account, to_account, status_reason_code) "
+                 "VALUES (%s, 10.00, 'A1', 'A2', %s)", (transaction_id, reason_code))
+
+
+def status_and_reason(conn, transaction_id: str) -> tuple[str, str | None]:
+    return conn.execute("SELECT status, status_reason_code FROM transactions WHERE transaction_id = %s",
+                        (transaction_id,)).fetchone()
+
+
+def test_0018_drops_the_reason_a_pending_transaction_was_given_and_then_refuses_one(pg):
+    with schema_migrated_up_to(pg, "0018"):
+        insert_transaction(pg, "X", reason_code="CLEARED")  # accepted before 0018
+
+        pg.execute(migration("0018").read_text())
+
+        assert status_and_reason(pg, "X") == ("pending", None)
+        with pytest.raises(psycopg.errors.CheckViolation, match="transactions_pending_without_a_reason"), \
+                pg.transaction():
+            pg.execute("UPDATE transactions SET status_reason_code = 'CLEARED' WHERE transaction_id = 'X'")
+
+
+@pytest.mark.parametrize(("reason_code", "shown_as"), [("CLEARED", "CLEARED"), (None, "NULL")])
+def test_0019_stops_on_a_transaction_left_without_a_reason_of_its_status_and_says_how_to_mend_it(
+        pg, reason_code, shown_as):
+    with schema_migrated_up_to(pg, "0019"):
+        insert_transaction(pg, "X")
+        # changes by hand that the migrations before 0019 let through
+        pg.execute("UPDATE transactions SET status = 'rejected', status_reason_code = 'REVIEW_DECLINED' "
+                   "WHERE transaction_id = 'X'")
+        pg.execute("UPDATE transactions SET status_reason_code = %s WHERE transaction_id = 'X'", (reason_code,))
+        assert status_and_reason(pg, "X") == ("rejected", reason_code)
+
+        with pytest.raises(psycopg.errors.ForeignKeyViolation,
+                           match=f"transaction X is rejected with reason code {shown_as}, not one of that "
+                                 r"status's: give it .* one \(transaction_status_reasons; REVIEW_DECLINED for one "
+                                 r"rejected by hand\), then migrate again"), pg.transaction():
+            pg.execute(migration("0019").read_text())
+
+        pg.execute("UPDATE transactions SET status_reason_code = 'REVIEW_DECLINED' WHERE transaction_id = 'X'")
+        pg.execute(migration("0019").read_text())  # mended as the error says, the row passes
+
+        assert status_and_reason(pg, "X") == ("rejected", "REVIEW_DECLINED")
+        with pytest.raises(psycopg.errors.ForeignKeyViolation, match="cannot be rejected with reason code CLEARED"), \
+                pg.transaction():
+            pg.execute("UPDATE transactions SET status_reason_code = 'CLEARED' WHERE transaction_id = 'X'")
+
