@@ -84,3 +84,20 @@ def test_0019_stops_on_a_transaction_left_without_a_reason_of_its_status_and_say
                 pg.transaction():
             pg.execute("UPDATE transactions SET status_reason_code = 'CLEARED' WHERE transaction_id = 'X'")
 
+
+
+@pytest.mark.parametrize("column", ["description", "status_message"])
+def test_0021_stops_on_a_transaction_whose_free_text_would_not_fit_in_a_message(pg, column):
+    with schema_migrated_up_to(pg, "0021"):
+        insert_transaction(pg, "X")
+        pg.execute(f"UPDATE transactions SET {column} = repeat('x', 1001) WHERE transaction_id = 'X'")
+
+        with pytest.raises(psycopg.errors.CheckViolation, match="transaction X has a description of .* characters: "
+                                                                "shorten any over 1,000"), pg.transaction():
+            pg.execute(migration("0021").read_text())
+
+        pg.execute(f"UPDATE transactions SET {column} = left({column}, 1000) WHERE transaction_id = 'X'")
+        pg.execute(migration("0021").read_text())  # shortened as the error says, the row passes
+
+        with pytest.raises(psycopg.errors.CheckViolation, match="_within_a_message"), pg.transaction():
+            pg.execute(f"UPDATE transactions SET {column} = {column} || 'x' WHERE transaction_id = 'X'")

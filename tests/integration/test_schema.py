@@ -155,6 +155,23 @@ def test_a_transaction_enters_pending_and_has_no_reason_until_it_leaves_it(ledge
                              "reason": reason})
 
 
+def test_a_description_and_a_status_message_fit_in_a_message(ledger):
+    source, destination = ledger.accounts("100.00", "0.00")
+    [transaction_id] = ledger.transactions((source, destination, "1.00"))
+    long = "x" * 1001
+    refused_and_rolled_back(ledger.conn, "UPDATE transactions SET description = %s WHERE transaction_id = %s",
+                            psycopg.errors.CheckViolation, "transactions_description_within_a_message",
+                            (long, transaction_id))
+    refused_and_rolled_back(ledger.conn, "UPDATE transactions SET status = 'rejected', status_reason_code = "
+                            "'REVIEW_DECLINED', status_message = %s WHERE transaction_id = %s",
+                            psycopg.errors.CheckViolation, "transactions_status_message_within_a_message",
+                            (long, transaction_id))
+    ledger.conn.execute("UPDATE transactions SET status = 'rejected', status_reason_code = 'REVIEW_DECLINED', "
+                        "status_message = %s, description = %s WHERE transaction_id = %s",
+                        (long[1:], long[1:], transaction_id))
+    assert ledger.statuses([transaction_id]) == {transaction_id: "rejected"}
+
+
 @pytest.mark.parametrize(("statement", "error", "match"), [
     # settle's own reason, SETTLED, would then not say why the transaction was settled: settle would fail for good
     ("UPDATE transactions SET status_reason_code = 'SETTLED' WHERE transaction_id = %s",
