@@ -55,6 +55,9 @@ def test_a_cleared_message_round_trips():
     (lambda d: d.update(amount="ten"), "Invalid decimal string - at `$.amount`"),
     (lambda d: d.update(amount="NaN"), "`amount`: NaN is not a finite amount"),
     (lambda d: d.update(amount="1e20"), "exceeds the largest amount"),
+    # past the decimal context's exponent range: abs() would raise Overflow, and the batch would fail for good
+    (lambda d: d.update(amount="1E+1000000"), "`amount`: 1E+1000000 exceeds the largest amount"),
+    (lambda d: d.update(from_balance="-1E+1000000"), "`from_balance`: -1E+1000000 exceeds the largest amount"),
     (lambda d: d.update(risk_score=101), "Expected `int` <= 100 - at `$.risk_score`"),
     (lambda d: d.update(transaction_id=""), "Expected `str` of length >= 1 - at `$.transaction_id`"),
     (lambda d: d.update(created_at="2026-11-25T09:30:00"), "Expected `datetime` with a timezone component - at `$.created_at`"),
@@ -69,6 +72,18 @@ def test_an_invalid_transaction_gives_a_precise_reason(change, reason):
 
     assert isinstance(result, InvalidMessage)
     assert reason in result.reason
+
+
+def test_a_cleared_message_with_an_amount_past_the_decimal_exponent_range_is_invalid():
+    document = json.loads(encode(ClearedV1(
+        transaction_id="T", status=Status.REJECTED, reason_code=ReasonCode.INSUFFICIENT_FUNDS, reason="r",
+        amount=Decimal("1.00"), from_account="A", to_account="B", risk_score=0, from_customer=JOHN,
+        to_customer=JANE, available_balance=None, cleared_at=datetime(2026, 1, 1, tzinfo=UTC))))
+    document["available_balance"] = "1E+1000000"
+
+    result = decode_cleared(json.dumps(document).encode())
+
+    assert result == InvalidMessage("`available_balance`: 1E+1000000 exceeds the largest amount, 9999999999999.99")
 
 
 def test_a_cleared_message_must_carry_a_published_outcome():

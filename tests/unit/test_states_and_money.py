@@ -66,7 +66,8 @@ def test_to_money_is_exact(value, expected):
     assert amount == expected and str(amount) == str(expected)
 
 
-@pytest.mark.parametrize("value", [0.1, True, "NaN", "Infinity", "abc", "", "1e14", None])
+@pytest.mark.parametrize("value", [0.1, True, "NaN", "Infinity", "abc", "", "1e14", None, "1E+1000000",
+                                   "-1E+1000000", "9999999999999.990000000000000000001"])
 def test_to_money_refuses_what_is_not_an_exact_finite_amount(value):
     with pytest.raises(InvalidAmount):
         to_money(value)

@@ -29,7 +29,9 @@ def amount_problem(amount: Decimal) -> str | None:
     The check of every amount in every message: no parsing, no exception on the common path."""
     if not amount.is_finite():
         return f"{amount} is not a finite amount"
-    if abs(amount) > MAX_AMOUNT:
+    # copy_abs, not abs(): abs() rounds to the context's 28 digits (9999999999999.99000000000000001 would pass)
+    # and raises Overflow for an exponent past its range (1E+1000000), which no caller expects
+    if amount.copy_abs() > MAX_AMOUNT:
         return f"{amount} exceeds the largest amount, {MAX_AMOUNT}"
     return None
 
