@@ -390,6 +390,38 @@ def test_bad_messages_go_to_the_dead_letter_topic_with_the_reason_and_the_batch_
         (good, "cleared", Decimal("100.00")), (written_long, "cleared", Decimal("20.00"))]
 
 
+class LargeMessageProducerHook(LedgerflowProducerHook):
+    """A producer that sends what a topic takes from other producers: up to its max.message.bytes (1,048,588)."""
+
+    def _get_client(self, config):
+        return super()._get_client({**config, "message.max.bytes": 2_000_000})
+
+
+def test_a_message_too_large_for_a_dead_letter_as_it_came_is_dead_lettered_cut_and_the_batch_goes_on(
+        topics, producer, ledger):
+    source, destination = ledger.accounts("1000.00", "0.00")
+    [good] = ledger.transactions((source, destination, "100.00"))
+    large = LargeMessageProducerHook(kafka_config_id=topology.KAFKA_CONN_ID).get_producer()
+    wrong_tag = b'{"schema": "' + b"v" * 8000 + b'"}'  # msgspec's reason quotes the tag
+    publish(large, topics["in"], [(b"k" * 2000, b"x" * 1_040_000), (b"k", wrong_tag),
+                                  (b"k", transaction_message(ledger, good, "100.00", source, destination))])
+    messages = read_all(topics["in"], 3)
+
+    result = clear_batch(ledger.conn, producer, messages, load_rules(), CONTEXT, topics["out"], topics["dlq"],
+                         recording_conn=ledger.conn).complete()
+
+    assert (result["decided"], result["dead_lettered"]) == (1, 2)
+    assert ledger.statuses([good]) == {good: "cleared"}
+    too_large, quoted = read_all(topics["dlq"], 2)
+    assert (too_large.key(), too_large.value()) == (b"k" * 1024, b"x" * 512 * 1024)
+    assert dict(too_large.headers())["truncated"] == b"key 2000, value 1040000"
+    assert dict(too_large.headers())["reason"].startswith(b"JSON is malformed")
+    reason = dict(quoted.headers())["reason"]
+    assert len(reason) == 4096 and reason.startswith(b"Invalid value 'vvv")
+    assert dict(quoted.headers())["truncated"] == f"reason {len(decode_transaction(wrong_tag).reason.encode())}".encode()
+    assert quoted.value() == wrong_tag, "a message that fits is dead-lettered unchanged"
+
+
 def settle_published(topics, producer, ledger, values: list[bytes]) -> tuple[dict[str, int], object]:
     """Publish `values` to the input topic, read them back and settle them as one batch on the ledger's
     connection: the batch's counts, and the Redis client its records went to."""

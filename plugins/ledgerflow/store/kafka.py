@@ -145,17 +145,40 @@ def group_backlog(topic: str, group_id: str, kafka_config_id: str) -> int:
         consumer.close()
 
 
+# The producer refuses a message over its message.max.bytes (1,000,000 bytes: key, value and headers together,
+# uncompressed), and a topic takes from any producer a record batch of up to its max.message.bytes (1,048,588 by
+# default) compressed, so messages far larger uncompressed. So a message that cannot be processed may not fit in a
+# dead letter as it came, nor with a reason that quotes it (msgspec's may). Such a dead letter carries the start of
+# each, and a `truncated` header with their sizes as they came: otherwise its batch would fail on every retry, and
+# the stage stand still behind it.
+DEAD_LETTER_MAX_VALUE_BYTES = 512 * 1024
+DEAD_LETTER_MAX_KEY_BYTES = 1024
+DEAD_LETTER_MAX_REASON_BYTES = 4096
+
+
 def dead_letter(producer: Producer, topic: str, rejects: Sequence[tuple[Message, str]]) -> int:
-    """Send messages that cannot be processed to the dead-letter topic, unchanged, with the reason and
-    where they came from in headers, in the order they came (callers find them in more than one pass)."""
+    """Send messages that cannot be processed to the dead-letter topic, unchanged but for the cuts above, with the
+    reason and where they came from in headers, in the order they came (callers find them in more than one pass)."""
     if not rejects:
         return 0
     rejects = sorted(rejects, key=lambda reject: (reject[0].topic() or "", reject[0].partition(), reject[0].offset()))
-    return publish(producer, topic, ((message.key(), message.value() or b"") for message, _ in rejects),
-                   headers_of=lambda i: [("reason", rejects[i][1].encode()),
-                                         ("source_topic", (rejects[i][0].topic() or "").encode()),
-                                         ("source_partition", str(rejects[i][0].partition()).encode()),
-                                         ("source_offset", str(rejects[i][0].offset()).encode())])
+    letters = [_dead_letter_of(message, reason) for message, reason in rejects]
+    return publish(producer, topic, ((key, value) for key, value, _ in letters),
+                   headers_of=lambda i: letters[i][2])
+
+
+def _dead_letter_of(message: Message, reason: str) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:
+    parts = {"key": (message.key(), DEAD_LETTER_MAX_KEY_BYTES),
+             "value": (message.value() or b"", DEAD_LETTER_MAX_VALUE_BYTES),
+             "reason": (reason.encode(), DEAD_LETTER_MAX_REASON_BYTES)}
+    truncated = ", ".join(f"{name} {len(data)}" for name, (data, limit) in parts.items()
+                          if data is not None and len(data) > limit)
+    key, value, reason_bytes = (None if data is None else data[:limit] for data, limit in parts.values())
+    headers = [("reason", reason_bytes.decode(errors="ignore").encode()),  # a cut may split a character
+               ("source_topic", (message.topic() or "").encode()),
+               ("source_partition", str(message.partition()).encode()),
+               ("source_offset", str(message.offset()).encode())]
+    return key, value, headers + ([("truncated", truncated.encode())] if truncated else [])
 
 
 # What the broker answers while a group's coordinator is still being elected or loaded (a group's first
