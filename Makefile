@@ -4,7 +4,7 @@ WITH_ENV := include/stack/with-env
 # psql on the pipeline database; arguments after it go to psql
 PSQL := $(WITH_ENV) bash -c 'PGPASSWORD="$$LEDGERFLOW_DB_PASSWORD" exec psql -h 127.0.0.1 -p "$$LEDGERFLOW_PG_PORT" -U "$$LEDGERFLOW_DB_USER" -d "$$LEDGERFLOW_DB_NAME" "$$@"' psql
 
-.PHONY: run test stop status waiting reset install migrate psql redis-cli secrets schemas check-rules bench
+.PHONY: run test stop status waiting rewrite-records reset install migrate psql redis-cli secrets schemas check-rules bench
 
 run:  ## install and start everything, run the pipeline on sample data, say where to look
 	@$(STACK) up
@@ -25,6 +25,9 @@ waiting:  ## the transactions not settled or rejected yet: how many wait for wha
 	@$(PSQL) -c "SELECT waits_for, status, count(*) AS transactions, min(since) AS oldest_since, \
 	                    date_trunc('second', now() - min(since)) AS oldest_for \
 	               FROM transactions_waiting GROUP BY waits_for, status ORDER BY oldest_since"
+
+rewrite-records:  ## write the Redis records of settled and rejected transactions again from PostgreSQL (REWRITE_ARGS="--since ...")
+	@$(WITH_ENV) python include/rewrite_records.py $(REWRITE_ARGS)
 
 reset:  ## start the pipeline's data over: its database (schema and sample data only), topics and Redis records
 	@$(STACK) reset

@@ -38,7 +38,7 @@ from ledgerflow.store.kafka import (DeliveryFailed, LedgerflowConsumerHook, Ledg
                                     consume_batches, publish)
 from ledgerflow.store.ledger import settle
 from ledgerflow.store.redis_projection import project
-from tests.conftest import open_pg
+from tests.conftest import REPO_ROOT, open_pg
 
 CONTEXT = AuditContext(changed_by="tests", dag_id="tests", run_id="test_pipeline_steps", task_id="step",
                        try_number=1, map_index=-1)
@@ -614,6 +614,32 @@ def test_the_redis_records_of_a_settlement_are_those_the_ledger_rebuilds(ledger)
     assert from_settlement == from_ledger
     assert from_ledger[1][b"available_balance"] == b"40.00"
     assert from_ledger[2][b"clearance_status"] == b"cleared_with_conditions"
+
+
+def test_rewrite_records_writes_again_from_the_ledger_what_was_settled_or_rejected_since_a_moment(ledger):
+    """As settle would: the same hashes, field for field; and a rejection made by hand, which no stage publishes."""
+    source, destination = ledger.accounts("100.00", "5.00")
+    [earlier] = ledger.transactions((source, destination, "1.00"), status="cleared")
+    settle(ledger.conn, [earlier], CONTEXT)
+    since = ledger.conn.execute("SELECT clock_timestamp()").fetchone()[0]
+    ids = ledger.transactions((source, destination, "60.00"), (source, destination, "50.00"), status="cleared")
+    [by_hand] = ledger.transactions((source, destination, "2.00"), status="rejected")
+    redis_client = RedisHook(redis_conn_id=topology.REDIS_CONN_ID).get_conn()
+    assert project(ledger.conn, redis_client, ids, settle(ledger.conn, ids, CONTEXT)) == {
+        ids[0]: "settled", ids[1]: "rejected"}
+    keys = [f"settlement:{ids[0]}", f"rejected:{ids[1]}"]
+    from_settlement = [redis_client.hgetall(key) for key in keys]
+    redis_client.delete(*keys, f"settlement:{earlier}", f"rejected:{by_hand}")
+
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "include" / "rewrite_records.py"),
+                             "--since", since.isoformat()], capture_output=True, text=True, timeout=120)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("wrote ") and result.stdout.endswith(" records from the ledger\n")
+    assert [redis_client.hgetall(key) for key in keys] == from_settlement
+    by_hand_record = redis_client.hgetall(f"rejected:{by_hand}")
+    assert (by_hand_record[b"status"], by_hand_record[b"reason_code"]) == (b"rejected", b"REVIEW_DECLINED")
+    assert not redis_client.exists(f"settlement:{earlier}"), "settled before --since: left alone"
 
 
 def test_clear_scores_a_transfer_and_names_its_parties_from_the_ledger_not_from_the_message(topics, producer, ledger):

@@ -116,3 +116,25 @@ def project(conn, redis_client, transaction_ids: Sequence[str], settlement: Sett
     if commands:
         _write(redis_client, commands)
     return {row[0]: Status(row[1]) for row in rows}
+
+
+TERMINAL_SINCE = """
+SELECT transaction_id FROM transactions
+ WHERE status IN ('settled', 'rejected') AND (%(since)s::timestamptz IS NULL OR status_changed_at >= %(since)s)"""
+
+
+def rewrite(conn, redis_client, since: datetime | None = None, chunk_size: int = 10_000) -> int:
+    """Write the record of every transaction settled or rejected at or after `since` (by default, of every one)
+    again from the ledger, on `conn` in autocommit, `chunk_size` records per round trip; returns how many. For
+    records Redis lost (its append-only file is synced once a second), and for rejections made by hand, which no
+    stage publishes. A transaction's status time is the start of the database transaction that set it: a
+    settlement's can precede its commit by a batch's time, so `since` wants a margin."""
+    written = 0
+    # WITH HOLD, on a connection in autocommit: the ids are materialized as the cursor's statement commits, so no
+    # snapshot is held while the records are written (one held for minutes would keep autovacuum from the rows
+    # the pipeline updates meanwhile, and their updates from staying HOT)
+    with conn.cursor(name="terminal_transactions", withhold=True) as cursor:
+        cursor.execute(TERMINAL_SINCE, {"since": since})
+        while ids := [row[0] for row in cursor.fetchmany(chunk_size)]:
+            written += len(project(conn, redis_client, ids))
+    return written

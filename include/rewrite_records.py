@@ -1,0 +1,40 @@
+"""Write the Redis records (settlement:{id}, rejected:{id}) again from PostgreSQL.
+
+    include/stack/with-env python include/rewrite_records.py [--since '2026-11-27 04:00+00']
+
+settle writes a transaction's record once the ledger has committed its settlement or rejection, and commits its
+offsets once Redis has replied; Redis keeps its records in an append-only file synced once a second. So a machine
+that crashed can come back without the last second's records, and nothing would write them again: a re-drive
+skips what is settled or rejected. Nor does any stage publish a rejection made by hand. This writes the records
+of the transactions settled or rejected since a moment (all, by default) as settle would, from the ledger; it is
+safe while the pipeline runs, as both write what the ledger holds.
+"""
+
+import argparse
+from datetime import datetime
+
+from airflow.providers.postgres.hooks.postgres import PostgresHook
+from airflow.providers.redis.hooks.redis import RedisHook
+
+from ledgerflow import topology
+from ledgerflow.store.redis_projection import rewrite
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--since", type=datetime.fromisoformat,
+                        help="only transactions settled or rejected at or after this moment (ISO 8601, with offset)")
+    args = parser.parse_args()
+    if args.since is not None and args.since.tzinfo is None:
+        parser.error("--since needs a UTC offset, such as 2026-11-27T04:00+00:00")
+    conn = PostgresHook(postgres_conn_id=topology.POSTGRES_CONN_ID).get_conn()
+    conn.autocommit = True
+    try:
+        written = rewrite(conn, RedisHook(redis_conn_id=topology.REDIS_CONN_ID).get_conn(), args.since)
+    finally:
+        conn.close()
+    print(f"wrote {written:,} records from the ledger")
+
+
+if __name__ == "__main__":
+    main()
