@@ -101,3 +101,28 @@ def test_0021_stops_on_a_transaction_whose_free_text_would_not_fit_in_a_message(
 
         with pytest.raises(psycopg.errors.CheckViolation, match="_within_a_message"), pg.transaction():
             pg.execute(f"UPDATE transactions SET {column} = {column} || 'x' WHERE transaction_id = 'X'")
+
+
+def test_0023_stops_on_an_account_whose_balance_is_not_its_opening_balance_plus_its_postings(pg):
+    with schema_migrated_up_to(pg, "0023"):
+        insert_transaction(pg, "X")  # 10.00 from A1 to A2, settled as settle does
+        pg.execute("SET LOCAL ledgerflow.settling = 'on'")
+        pg.execute("UPDATE transactions SET status = 'cleared', status_reason_code = 'CLEARED'")
+        pg.execute("UPDATE transactions SET status = 'settled', status_reason_code = 'SETTLED'")
+        pg.execute("UPDATE accounts SET balance = balance + CASE account_number WHEN 'A1' THEN -10 ELSE 10 END")
+        pg.execute("INSERT INTO journal_postings (transaction_id, account_number, direction, amount, balance_after) "
+                   "VALUES ('X', 'A1', 'DEBIT', 10.00, 90.00), ('X', 'A2', 'CREDIT', 10.00, 110.00)")
+        pg.execute("SET LOCAL ledgerflow.settling = 'off'")
+        pg.execute("UPDATE accounts SET balance = balance + 1000.00 WHERE account_number = 'A1'")  # by hand
+
+        with pytest.raises(psycopg.errors.CheckViolation, match="account A1 has the balance 1090.00, but its opening "
+                                                                "balance and journal postings make 90.00"), \
+                pg.transaction():
+            pg.execute(migration("0023").read_text())
+
+        pg.execute("UPDATE accounts SET balance = 90.00 WHERE account_number = 'A1'")
+        pg.execute(migration("0023").read_text())  # mended, the accounts add up
+
+        with pytest.raises(psycopg.errors.CheckViolation, match="account A1: its balance changes only with"), \
+                pg.transaction():
+            pg.execute("UPDATE accounts SET balance = 0.00 WHERE account_number = 'A1'")

@@ -49,14 +49,41 @@ def test_an_amount_is_stored_exactly_as_given(ledger):
 
 def test_a_balance_cannot_go_below_zero(ledger):
     [account] = ledger.accounts("10.00")
-    with pytest.raises(psycopg.errors.CheckViolation, match="accounts_balance_not_negative"):
+    with pytest.raises(psycopg.errors.CheckViolation, match="accounts_balance_not_negative"), \
+            ledger.conn.transaction():
+        ledger.conn.execute("SET LOCAL ledgerflow.settling = 'on'")  # as settle does: it alone changes balances
         ledger.conn.execute("UPDATE accounts SET balance = balance - 10.01 WHERE account_number = %s", (account,))
+
+
+def test_only_a_settlement_changes_a_balance_so_that_it_stays_its_opening_balance_plus_its_postings(ledger):
+    [account] = ledger.accounts("10.00")
+    refused_and_rolled_back(ledger.conn, "UPDATE accounts SET balance = balance + 1000.00 WHERE account_number = %s",
+                            psycopg.errors.CheckViolation, f"account {account}: its balance changes only with the "
+                            "journal postings a settlement writes", (account,))
+    with ledger.conn.transaction(force_rollback=True):
+        ledger.conn.execute("SET LOCAL ledgerflow.settling = 'on'")
+        ledger.conn.execute("UPDATE accounts SET balance = balance + 1000.00 WHERE account_number = %s", (account,))
+        assert ledger.balances([account]) == {account: Decimal("1010.00")}
+
+
+@pytest.mark.parametrize("settling", ["off", "on"])
+def test_an_opening_balance_never_changes(ledger, settling):
+    [account] = ledger.accounts("10.00")
+    with pytest.raises(psycopg.errors.CheckViolation, match=f"account {account}: its opening balance cannot change"), \
+            ledger.conn.transaction(force_rollback=True):
+        ledger.conn.execute(f"SET LOCAL ledgerflow.settling = '{settling}'")
+        ledger.conn.execute("UPDATE accounts SET opening_balance = opening_balance + 1000.00 "
+                            "WHERE account_number = %s", (account,))
 
 
 def test_an_account_opens_with_the_balance_it_is_created_with(ledger):
     [account] = ledger.accounts("123.45")
     opening = ledger.conn.execute("SELECT opening_balance FROM accounts WHERE account_number = %s", (account,)).fetchone()[0]
     assert opening == Decimal("123.45")
+    refused_and_rolled_back(ledger.conn, "INSERT INTO accounts (account_number, customer_id, account_type, balance, "
+                            "opening_balance) VALUES (%s, %s, 'CHECKING', 1000.00, 0.00)",
+                            psycopg.errors.CheckViolation, "opens with the balance it is inserted with, 1000.00, not 0.00",
+                            (f"{ledger.prefix}-opened-apart", ledger.customer))
 
 
 def test_the_audit_trail_is_append_only(ledger):
