@@ -7,6 +7,7 @@ neither read nor changed.
 
 import uuid
 from contextlib import contextmanager
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
@@ -101,6 +102,31 @@ def test_0021_stops_on_a_transaction_whose_free_text_would_not_fit_in_a_message(
 
         with pytest.raises(psycopg.errors.CheckViolation, match="_within_a_message"), pg.transaction():
             pg.execute(f"UPDATE transactions SET {column} = {column} || 'x' WHERE transaction_id = 'X'")
+
+
+def test_0024_gives_a_transaction_past_pending_without_a_time_the_time_its_audit_trail_gives(pg):
+    with schema_migrated_up_to(pg, "0024"):
+        pg.execute("INSERT INTO transactions (transaction_id, amount, from_account, to_account, created_at) VALUES "
+                   "('audited', 10.00, 'A1', 'A2', '2020-01-01T00:00:00Z'), "
+                   "('unaudited', 10.00, 'A1', 'A2', '2020-01-02T00:00:00Z')")
+        pg.execute("UPDATE transactions SET status = 'rejected', status_reason_code = 'REVIEW_DECLINED' "
+                   "WHERE transaction_id = 'audited'")
+        # as the pipeline left rows before 0003 stamped them: the audit trail says when (not the migration's now()),
+        # or, for a row changed before the audit trail began (0002), nothing does
+        pg.execute("ALTER TABLE transaction_audit DISABLE TRIGGER transaction_audit_append_only")
+        pg.execute("UPDATE transaction_audit SET changed_at = '2021-01-01T00:00:00Z'")
+        pg.execute("ALTER TABLE transactions DISABLE TRIGGER transactions_audit_status")
+        pg.execute("UPDATE transactions SET status = 'rejected', status_reason_code = 'REVIEW_DECLINED' "
+                   "WHERE transaction_id = 'unaudited'")
+        pg.execute("UPDATE transactions SET status_changed_at = NULL")
+
+        pg.execute(migration("0024").read_text())
+
+        times = dict(pg.execute("SELECT transaction_id, status_changed_at FROM transactions").fetchall())
+        assert times == {"audited": datetime(2021, 1, 1, tzinfo=UTC), "unaudited": datetime(2020, 1, 2, tzinfo=UTC)}
+        with pytest.raises(psycopg.errors.CheckViolation, match="its status time changes only with its status"), \
+                pg.transaction():
+            pg.execute("UPDATE transactions SET status_changed_at = NULL WHERE transaction_id = 'audited'")
 
 
 def test_0023_stops_on_an_account_whose_balance_is_not_its_opening_balance_plus_its_postings(pg):

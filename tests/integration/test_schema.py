@@ -178,6 +178,16 @@ def test_a_transaction_enters_pending_and_has_no_reason_until_it_leaves_it(ledge
                              "reason": reason})
 
 
+@pytest.mark.parametrize("time", [None, "1999-01-01T00:00:00Z"])
+def test_a_transaction_keeps_the_time_of_its_status_change(ledger, time):
+    """clear republishes it as the outcome's cleared_at, which the contract requires; rewrite_records selects by it."""
+    source, destination = ledger.accounts("100.00", "0.00")
+    [transaction_id] = ledger.transactions((source, destination, "1.00"), status="cleared")
+    refused_and_rolled_back(ledger.conn, "UPDATE transactions SET status_changed_at = %s WHERE transaction_id = %s",
+                            psycopg.errors.CheckViolation, f"transaction {transaction_id} is cleared: its status time "
+                            "changes only with its status", (time, transaction_id))
+
+
 def test_a_description_and_a_status_message_fit_in_a_message(ledger):
     source, destination = ledger.accounts("100.00", "0.00")
     [transaction_id] = ledger.transactions((source, destination, "1.00"))
