@@ -108,7 +108,8 @@ def test_a_message_built_in_python_is_checked_as_a_decoded_one_is(override, reas
         transaction(**override)
 
 
-@pytest.mark.parametrize("data", [b"", b"not json", b"\xff\xfe\x00", b"[]", b"{}", b'{"schema": 1}'])
+@pytest.mark.parametrize("data", [b"", b"not json", b"\xff\xfe\x00", b"[]", b"{}", b'{"schema": 1}',
+                                  b'{"unknown": ' + b"[" * 1000 + b"]" * 1000 + b"}"])  # 2 KB, too deep to decode
 def test_garbage_is_an_invalid_message_not_an_exception(data):
     assert isinstance(decode_transaction(data), InvalidMessage)
     assert isinstance(decode_cleared(data), InvalidMessage)

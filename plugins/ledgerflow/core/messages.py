@@ -137,6 +137,8 @@ def _decode(decoder: msgspec.json.Decoder, data: bytes):
         return InvalidMessage(str(error))
     except UnicodeDecodeError as error:  # invalid UTF-8 inside a string: msgspec raises it as it is
         return InvalidMessage(f"not UTF-8: {error}")
+    except RecursionError:  # JSON nested past Python's recursion limit (about 1,000 deep), even in an unknown field
+        return InvalidMessage("JSON is nested too deeply")
 
 
 def decode_transaction(data: bytes) -> TransactionV1 | InvalidMessage:
