@@ -129,24 +129,31 @@ def test_0024_gives_a_transaction_past_pending_without_a_time_the_time_its_audit
             pg.execute("UPDATE transactions SET status_changed_at = NULL WHERE transaction_id = 'audited'")
 
 
-def test_0023_stops_on_an_account_whose_balance_is_not_its_opening_balance_plus_its_postings(pg):
+@pytest.mark.parametrize(("account", "balance", "journal"), [("A1", "1090.00", "90.00"),
+                                                            ("A3", "1100.00", "100.00")])  # one without postings
+def test_0023_stops_on_an_account_whose_balance_is_not_its_opening_balance_plus_its_postings(
+        pg, account, balance, journal):
     with schema_migrated_up_to(pg, "0023"):
+        pg.execute("INSERT INTO accounts (account_number, customer_id, account_type, balance) "
+                   "VALUES ('A3', 'C', 'CHECKING', 100.00)")
         insert_transaction(pg, "X")  # 10.00 from A1 to A2, settled as settle does
         pg.execute("SET LOCAL ledgerflow.settling = 'on'")
         pg.execute("UPDATE transactions SET status = 'cleared', status_reason_code = 'CLEARED'")
         pg.execute("UPDATE transactions SET status = 'settled', status_reason_code = 'SETTLED'")
-        pg.execute("UPDATE accounts SET balance = balance + CASE account_number WHEN 'A1' THEN -10 ELSE 10 END")
+        pg.execute("UPDATE accounts SET balance = balance + CASE account_number WHEN 'A1' THEN -10 ELSE 10 END "
+                   "WHERE account_number IN ('A1', 'A2')")
         pg.execute("INSERT INTO journal_postings (transaction_id, account_number, direction, amount, balance_after) "
                    "VALUES ('X', 'A1', 'DEBIT', 10.00, 90.00), ('X', 'A2', 'CREDIT', 10.00, 110.00)")
         pg.execute("SET LOCAL ledgerflow.settling = 'off'")
-        pg.execute("UPDATE accounts SET balance = balance + 1000.00 WHERE account_number = 'A1'")  # by hand
+        pg.execute("UPDATE accounts SET balance = balance + 1000.00 WHERE account_number = %s", (account,))  # by hand
 
-        with pytest.raises(psycopg.errors.CheckViolation, match="account A1 has the balance 1090.00, but its opening "
-                                                                "balance and journal postings make 90.00"), \
+        with pytest.raises(psycopg.errors.CheckViolation,
+                           match=f"account {account} has the balance {balance}, but its opening balance and journal "
+                                 f"postings make {journal}"), \
                 pg.transaction():
             pg.execute(migration("0023").read_text())
 
-        pg.execute("UPDATE accounts SET balance = 90.00 WHERE account_number = 'A1'")
+        pg.execute("UPDATE accounts SET balance = %s WHERE account_number = %s", (journal, account))
         pg.execute(migration("0023").read_text())  # mended, the accounts add up
 
         with pytest.raises(psycopg.errors.CheckViolation, match="account A1: its balance changes only with"), \
