@@ -37,7 +37,7 @@ from ledgerflow.pipeline.settle import settle_batch
 from ledgerflow.store.kafka import (DeliveryFailed, LedgerflowConsumerHook, LedgerflowProducerHook, backlog, commit,
                                     consume_batches, publish)
 from ledgerflow.store.ledger import settle
-from ledgerflow.store.redis_projection import project
+from ledgerflow.store.redis_projection import project, rewrite
 from tests.conftest import REPO_ROOT, open_pg
 
 CONTEXT = AuditContext(changed_by="tests", dag_id="tests", run_id="test_pipeline_steps", task_id="step",
@@ -640,6 +640,16 @@ def test_rewrite_records_writes_again_from_the_ledger_what_was_settled_or_reject
     by_hand_record = redis_client.hgetall(f"rejected:{by_hand}")
     assert (by_hand_record[b"status"], by_hand_record[b"reason_code"]) == (b"rejected", b"REVIEW_DECLINED")
     assert not redis_client.exists(f"settlement:{earlier}"), "settled before --since: left alone"
+
+
+def test_rewrite_records_refuses_a_connection_that_would_hold_a_snapshot_while_it_writes():
+    conn = open_pg()
+    conn.autocommit = False  # the statement that declares the cursor would not commit: its snapshot would stay
+    try:
+        with pytest.raises(ValueError, match="needs a connection in autocommit"):
+            rewrite(conn, RedisHook(redis_conn_id=topology.REDIS_CONN_ID).get_conn())
+    finally:
+        conn.close()
 
 
 def test_clear_scores_a_transfer_and_names_its_parties_from_the_ledger_not_from_the_message(topics, producer, ledger):

@@ -129,6 +129,8 @@ def rewrite(conn, redis_client, since: datetime | None = None, chunk_size: int =
     records Redis lost (its append-only file is synced once a second), and for rejections made by hand, which no
     stage publishes. A transaction's status time is the start of the database transaction that set it: a
     settlement's can precede its commit by a batch's time, so `since` wants a margin."""
+    if not conn.autocommit:
+        raise ValueError("rewrite needs a connection in autocommit, so that it holds no snapshot (see below)")
     written = 0
     # WITH HOLD, on a connection in autocommit: the ids are materialized as the cursor's statement commits, so no
     # snapshot is held while the records are written (one held for minutes would keep autovacuum from the rows
