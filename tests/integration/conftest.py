@@ -77,6 +77,14 @@ class LedgerFixture:
                                  (list(numbers),)).fetchall()
 
 
+def refused_and_rolled_back(conn, statement: str, error, match: str, params=None) -> None:
+    """Run a statement that must be refused; should it not be, its effect is rolled back all the same
+    (these tests share the database with whatever else runs)."""
+    with pytest.raises(error, match=match), conn.transaction(force_rollback=True):
+        conn.execute("SET LOCAL lock_timeout = '10s'")
+        conn.execute(statement, params)
+
+
 @pytest.fixture
 def ledger(pg):
     return LedgerFixture(pg)

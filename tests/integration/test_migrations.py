@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 from include.stack.migrate import pending_migrations
+from tests.integration.conftest import refused_and_rolled_back
 
 MIGRATIONS = pending_migrations({})  # every migration, in the order make migrate applies them
 
@@ -55,9 +56,8 @@ def test_0018_drops_the_reason_a_pending_transaction_was_given_and_then_refuses_
         pg.execute(migration("0018").read_text())
 
         assert status_and_reason(pg, "X") == ("pending", None)
-        with pytest.raises(psycopg.errors.CheckViolation, match="transactions_pending_without_a_reason"), \
-                pg.transaction():
-            pg.execute("UPDATE transactions SET status_reason_code = 'CLEARED' WHERE transaction_id = 'X'")
+        refused_and_rolled_back(pg, "UPDATE transactions SET status_reason_code = 'CLEARED' WHERE transaction_id = 'X'",
+                                psycopg.errors.CheckViolation, "transactions_pending_without_a_reason")
 
 
 @pytest.mark.parametrize(("reason_code", "shown_as"), [("CLEARED", "CLEARED"), (None, "NULL")])
@@ -71,20 +71,17 @@ def test_0019_stops_on_a_transaction_left_without_a_reason_of_its_status_and_say
         pg.execute("UPDATE transactions SET status_reason_code = %s WHERE transaction_id = 'X'", (reason_code,))
         assert status_and_reason(pg, "X") == ("rejected", reason_code)
 
-        with pytest.raises(psycopg.errors.ForeignKeyViolation,
-                           match=f"transaction X is rejected with reason code {shown_as}, not one of that "
-                                 r"status's: give it .* one \(transaction_status_reasons; REVIEW_DECLINED for one "
-                                 r"rejected by hand\), then migrate again"), pg.transaction():
-            pg.execute(migration("0019").read_text())
+        refused_and_rolled_back(pg, migration("0019").read_text(), psycopg.errors.ForeignKeyViolation,
+                                f"transaction X is rejected with reason code {shown_as}, not one of that status's: "
+                                r"give it .* one \(transaction_status_reasons; REVIEW_DECLINED for one rejected by "
+                                r"hand\), then migrate again")
 
         pg.execute("UPDATE transactions SET status_reason_code = 'REVIEW_DECLINED' WHERE transaction_id = 'X'")
         pg.execute(migration("0019").read_text())  # mended as the error says, the row passes
 
         assert status_and_reason(pg, "X") == ("rejected", "REVIEW_DECLINED")
-        with pytest.raises(psycopg.errors.ForeignKeyViolation, match="cannot be rejected with reason code CLEARED"), \
-                pg.transaction():
-            pg.execute("UPDATE transactions SET status_reason_code = 'CLEARED' WHERE transaction_id = 'X'")
-
+        refused_and_rolled_back(pg, "UPDATE transactions SET status_reason_code = 'CLEARED' WHERE transaction_id = 'X'",
+                                psycopg.errors.ForeignKeyViolation, "cannot be rejected with reason code CLEARED")
 
 
 @pytest.mark.parametrize("column", ["description", "status_message"])
@@ -93,15 +90,43 @@ def test_0021_stops_on_a_transaction_whose_free_text_would_not_fit_in_a_message(
         insert_transaction(pg, "X")
         pg.execute(f"UPDATE transactions SET {column} = repeat('x', 1001) WHERE transaction_id = 'X'")
 
-        with pytest.raises(psycopg.errors.CheckViolation, match="transaction X has a description of .* characters: "
-                                                                "shorten any over 1,000"), pg.transaction():
-            pg.execute(migration("0021").read_text())
+        refused_and_rolled_back(pg, migration("0021").read_text(), psycopg.errors.CheckViolation,
+                                "transaction X has a description of .* characters: shorten any over 1,000")
 
         pg.execute(f"UPDATE transactions SET {column} = left({column}, 1000) WHERE transaction_id = 'X'")
         pg.execute(migration("0021").read_text())  # shortened as the error says, the row passes
 
-        with pytest.raises(psycopg.errors.CheckViolation, match="_within_a_message"), pg.transaction():
-            pg.execute(f"UPDATE transactions SET {column} = {column} || 'x' WHERE transaction_id = 'X'")
+        refused_and_rolled_back(pg, f"UPDATE transactions SET {column} = {column} || 'x' WHERE transaction_id = 'X'",
+                                psycopg.errors.CheckViolation, "_within_a_message")
+
+
+@pytest.mark.parametrize(("account", "balance", "journal"), [("A1", "1090.00", "90.00"),
+                                                            ("A3", "1100.00", "100.00")])  # one without postings
+def test_0023_stops_on_an_account_whose_balance_is_not_its_opening_balance_plus_its_postings(
+        pg, account, balance, journal):
+    with schema_migrated_up_to(pg, "0023"):
+        pg.execute("INSERT INTO accounts (account_number, customer_id, account_type, balance) "
+                   "VALUES ('A3', 'C', 'CHECKING', 100.00)")
+        insert_transaction(pg, "X")  # 10.00 from A1 to A2, settled as settle does
+        pg.execute("SET LOCAL ledgerflow.settling = 'on'")
+        pg.execute("UPDATE transactions SET status = 'cleared', status_reason_code = 'CLEARED'")
+        pg.execute("UPDATE transactions SET status = 'settled', status_reason_code = 'SETTLED'")
+        pg.execute("UPDATE accounts SET balance = balance + CASE account_number WHEN 'A1' THEN -10 ELSE 10 END "
+                   "WHERE account_number IN ('A1', 'A2')")
+        pg.execute("INSERT INTO journal_postings (transaction_id, account_number, direction, amount, balance_after) "
+                   "VALUES ('X', 'A1', 'DEBIT', 10.00, 90.00), ('X', 'A2', 'CREDIT', 10.00, 110.00)")
+        pg.execute("SET LOCAL ledgerflow.settling = 'off'")
+        pg.execute("UPDATE accounts SET balance = balance + 1000.00 WHERE account_number = %s", (account,))  # by hand
+
+        refused_and_rolled_back(pg, migration("0023").read_text(), psycopg.errors.CheckViolation,
+                                f"account {account} has the balance {balance}, but its opening balance and journal "
+                                f"postings make {journal}")
+
+        pg.execute("UPDATE accounts SET balance = %s WHERE account_number = %s", (journal, account))
+        pg.execute(migration("0023").read_text())  # mended, the accounts add up
+
+        refused_and_rolled_back(pg, "UPDATE accounts SET balance = 0.00 WHERE account_number = 'A1'",
+                                psycopg.errors.CheckViolation, "account A1: its balance changes only with")
 
 
 def test_0024_gives_a_transaction_past_pending_without_a_time_the_time_its_audit_trail_gives(pg):
@@ -124,38 +149,5 @@ def test_0024_gives_a_transaction_past_pending_without_a_time_the_time_its_audit
 
         times = dict(pg.execute("SELECT transaction_id, status_changed_at FROM transactions").fetchall())
         assert times == {"audited": datetime(2021, 1, 1, tzinfo=UTC), "unaudited": datetime(2020, 1, 2, tzinfo=UTC)}
-        with pytest.raises(psycopg.errors.CheckViolation, match="its status time changes only with its status"), \
-                pg.transaction():
-            pg.execute("UPDATE transactions SET status_changed_at = NULL WHERE transaction_id = 'audited'")
-
-
-@pytest.mark.parametrize(("account", "balance", "journal"), [("A1", "1090.00", "90.00"),
-                                                            ("A3", "1100.00", "100.00")])  # one without postings
-def test_0023_stops_on_an_account_whose_balance_is_not_its_opening_balance_plus_its_postings(
-        pg, account, balance, journal):
-    with schema_migrated_up_to(pg, "0023"):
-        pg.execute("INSERT INTO accounts (account_number, customer_id, account_type, balance) "
-                   "VALUES ('A3', 'C', 'CHECKING', 100.00)")
-        insert_transaction(pg, "X")  # 10.00 from A1 to A2, settled as settle does
-        pg.execute("SET LOCAL ledgerflow.settling = 'on'")
-        pg.execute("UPDATE transactions SET status = 'cleared', status_reason_code = 'CLEARED'")
-        pg.execute("UPDATE transactions SET status = 'settled', status_reason_code = 'SETTLED'")
-        pg.execute("UPDATE accounts SET balance = balance + CASE account_number WHEN 'A1' THEN -10 ELSE 10 END "
-                   "WHERE account_number IN ('A1', 'A2')")
-        pg.execute("INSERT INTO journal_postings (transaction_id, account_number, direction, amount, balance_after) "
-                   "VALUES ('X', 'A1', 'DEBIT', 10.00, 90.00), ('X', 'A2', 'CREDIT', 10.00, 110.00)")
-        pg.execute("SET LOCAL ledgerflow.settling = 'off'")
-        pg.execute("UPDATE accounts SET balance = balance + 1000.00 WHERE account_number = %s", (account,))  # by hand
-
-        with pytest.raises(psycopg.errors.CheckViolation,
-                           match=f"account {account} has the balance {balance}, but its opening balance and journal "
-                                 f"postings make {journal}"), \
-                pg.transaction():
-            pg.execute(migration("0023").read_text())
-
-        pg.execute("UPDATE accounts SET balance = %s WHERE account_number = %s", (journal, account))
-        pg.execute(migration("0023").read_text())  # mended, the accounts add up
-
-        with pytest.raises(psycopg.errors.CheckViolation, match="account A1: its balance changes only with"), \
-                pg.transaction():
-            pg.execute("UPDATE accounts SET balance = 0.00 WHERE account_number = 'A1'")
+        refused_and_rolled_back(pg, "UPDATE transactions SET status_changed_at = NULL WHERE transaction_id = 'audited'",
+                                psycopg.errors.CheckViolation, "its status time changes only with its status")

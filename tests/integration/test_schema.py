@@ -9,6 +9,7 @@ from ledgerflow.core.audit import AuditContext
 from ledgerflow.core.reasons import ReasonCode
 from ledgerflow.core.states import REASONS, TERMINAL, TRANSITIONS, Status, StatusChange
 from ledgerflow.store.ledger import settle, transition
+from tests.integration.conftest import refused_and_rolled_back
 
 
 def test_the_database_knows_exactly_the_cores_statuses_and_transitions(pg):
@@ -145,14 +146,6 @@ def test_a_transaction_with_a_history_keeps_its_id_and_cannot_be_deleted(ledger)
     ledger.conn.execute("DELETE FROM transactions WHERE transaction_id = %s", (fresh,))  # no history yet
 
     assert ledger.statuses([audited, fresh]) == {audited: "rejected"}
-
-
-def refused_and_rolled_back(conn, statement: str, error, match: str, params=None) -> None:
-    """Run a statement that must be refused; should it not be, its effect is rolled back all the same
-    (these tests share the database with whatever else runs)."""
-    with pytest.raises(error, match=match), conn.transaction(force_rollback=True):
-        conn.execute("SET LOCAL lock_timeout = '10s'")
-        conn.execute(statement, params)
 
 
 INSERT_IN_STATUS = ("INSERT INTO transactions (transaction_id, amount, from_account, to_account, status, "
