@@ -83,7 +83,8 @@ def test_an_account_opens_with_the_balance_it_is_created_with(ledger):
     assert opening == Decimal("123.45")
     refused_and_rolled_back(ledger.conn, "INSERT INTO accounts (account_number, customer_id, account_type, balance, "
                             "opening_balance) VALUES (%s, %s, 'CHECKING', 1000.00, 0.00)",
-                            psycopg.errors.CheckViolation, "opens with the balance it is inserted with, 1000.00, not 0.00",
+                            psycopg.errors.CheckViolation,
+                            "opens with the balance it is inserted with, 1000.00, not 0.00",
                             (f"{ledger.prefix}-opened-apart", ledger.customer))
 
 
