@@ -20,7 +20,9 @@ from ledgerflow.core.states import Status
 RULES = load_rules()
 
 amounts = st.decimals(min_value=Decimal("0.01"), max_value=MAX_AMOUNT, places=2)
-balances = st.decimals(min_value=Decimal("0.00"), max_value=Decimal("1000000.00"), places=2)
+# Everyday balances and ones within a million of the largest (so that settlement's destination limit comes up).
+balances = st.one_of(st.decimals(min_value=Decimal("0.00"), max_value=Decimal("1000000.00"), places=2),
+                     st.decimals(min_value=MAX_AMOUNT - 1000000, max_value=MAX_AMOUNT, places=2))
 risk_levels = st.sampled_from(["LOW", "MEDIUM", "HIGH"])
 identifiers = st.text(alphabet=string.ascii_letters + string.digits + "-_:", min_size=1, max_size=50)
 timestamps = st.datetimes(timezones=st.sampled_from([UTC, timezone(timedelta(hours=-5)), timezone(timedelta(hours=9))]))

@@ -97,16 +97,16 @@ def test_every_clearance_decision_names_a_reason_of_its_status():
     assert all(d.reason_code in REASONS[d.status] for d in decisions)
 
 
-def test_every_clearance_reason_code_is_covered():
-    covered = {case[1] for case in CLEARANCE_REJECTIONS} | {ReasonCode.CLEARED, ReasonCode.CLEARED_WITH_CONDITIONS,
-                                                              ReasonCode.MANUAL_REVIEW_RISK_SCORE,
-                                                              ReasonCode.MANUAL_REVIEW_AMOUNT}
+def test_the_cases_above_reach_every_reason_code_clearance_can_give():
+    """The decisions these cases actually produce, not the codes they expect, must span clearance's codes."""
+    decisions = [clear(amount=amount, score=score) for score, amount, *_ in THRESHOLDS]
+    decisions += [clear(**override) for override, *_ in CLEARANCE_REJECTIONS]
     not_clearance = {ReasonCode.SETTLED, ReasonCode.INSUFFICIENT_FUNDS_AT_SETTLEMENT,
                      ReasonCode.DESTINATION_BALANCE_LIMIT_AT_SETTLEMENT,
                      ReasonCode.SOURCE_ACCOUNT_NOT_ACTIVE_AT_SETTLEMENT,
                      ReasonCode.DESTINATION_ACCOUNT_NOT_ACTIVE_AT_SETTLEMENT,
                      ReasonCode.REVIEW_APPROVED, ReasonCode.REVIEW_DECLINED}
-    assert covered == set(ReasonCode) - not_clearance
+    assert {d.reason_code for d in decisions} == set(ReasonCode) - not_clearance
 
 
 def test_a_balance_that_exactly_covers_the_amount_clears():
@@ -129,3 +129,17 @@ def test_cleared_transfers_reserve_funds_for_the_rest_of_the_batch():
     assert [d.available_balance for d in decisions] == [Decimal("1000.00"), Decimal("400.00"),
                                                         Decimal("400.00"), Decimal("0.00")]
     assert decisions[3].reason_code is ReasonCode.INSUFFICIENT_FUNDS
+
+
+def test_transfers_cleared_with_conditions_reserve_funds_too():
+    accounts = {"A": Account("A", "ACTIVE", Decimal("1000.00")), "B": Account("B", "ACTIVE", Decimal("0.00"))}
+    requests = [ClearanceRequest("T1", Decimal("600.00"), "A", "B", 45),
+                ClearanceRequest("T2", Decimal("400.00"), "A", "B", 45),
+                ClearanceRequest("T3", Decimal("0.01"), "A", "B", 45)]
+
+    decisions = decide_clearance(requests, accounts, RULES)
+
+    assert [d.status for d in decisions] == [Status.CLEARED_WITH_CONDITIONS, Status.CLEARED_WITH_CONDITIONS,
+                                             Status.REJECTED]
+    assert [d.available_balance for d in decisions] == [Decimal("1000.00"), Decimal("400.00"), Decimal("0.00")]
+    assert decisions[2].reason_code is ReasonCode.INSUFFICIENT_FUNDS

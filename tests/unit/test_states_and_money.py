@@ -56,7 +56,16 @@ def test_every_status_is_reachable_from_pending_and_every_path_ends_terminal():
             reachable.add(new)
             frontier.append(new)
     assert reachable == set(Status)
-    assert all(TRANSITIONS[status] or status in TERMINAL for status in Status)
+    assert TERMINAL == {S.SETTLED, S.REJECTED}
+
+
+def test_no_status_can_come_back_so_every_path_ends_terminal():
+    """No cycles: a transaction never returns to a status it left, so each path reaches a terminal status."""
+    def later(status, seen=frozenset()):
+        for new in TRANSITIONS[status]:
+            assert new not in seen | {status}, f"{new} can follow itself"
+            later(new, seen | {status})
+    later(S.PENDING)
 
 
 @pytest.mark.parametrize(("value", "expected"), [("1500.00", Decimal("1500.00")), (7, Decimal(7)),
