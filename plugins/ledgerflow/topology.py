@@ -1,7 +1,7 @@
 """Names the DAGs, operators and tests share: topics, consumer groups and connection ids.
 
 The local stack creates the topics listed in LEDGERFLOW_TOPICS (include/stack/settings.sh); a test
-checks that every topic named here is among them.
+checks that every topic named here is among them (tests/test_dag_integrity.py).
 """
 
 TRANSACTIONS_TOPIC = "financial-transactions"
