@@ -230,6 +230,7 @@ def run_concurrently(jobs):
         thread.join(timeout=120)
     if errors:
         raise errors[0]
+    assert not any(thread.is_alive() for thread in threads), "a job still runs after 120 s"
 
 
 def test_concurrent_debits_of_one_account_never_take_it_below_zero(ledger):
@@ -281,10 +282,11 @@ def test_a_transaction_in_two_overlapping_batches_settles_once(ledger):
     locking = threading.Thread(target=lambda: run_concurrently(
         [lambda conn: later.append(LockedSettlement(conn, [shared, new], AIRFLOW).complete())]))
     locking.start()
-    assert a_session_waits_for_a_lock(), "the later batch waits for the transaction the earlier one holds"
+    assert a_session_waits_for(ledger.conn), "the later batch waits for the transaction the earlier one holds"
 
     earlier.complete()
     locking.join(timeout=30)
+    assert not locking.is_alive()
 
     [result] = later
     assert [o.transfer.transaction_id for o in result.outcomes] == [new]
@@ -305,10 +307,11 @@ def test_the_next_batch_waits_through_a_refusal_and_finds_the_shared_transaction
     locking = threading.Thread(target=lambda: run_concurrently(
         [lambda conn: later.append(LockedSettlement(conn, [refused, settles, new], AIRFLOW).complete())]))
     locking.start()
-    assert a_session_waits_for_a_lock(), "the next batch waits for the transactions this one holds"
+    assert a_session_waits_for(ledger.conn), "the next batch waits for the transactions this one holds"
 
     result = earlier.complete()
     locking.join(timeout=30)
+    assert not locking.is_alive()
 
     assert [type(o) for o in result.outcomes] == [Settled, Refused]
     [next_batch] = later
@@ -319,16 +322,17 @@ def test_the_next_batch_waits_through_a_refusal_and_finds_the_shared_transaction
     assert ledger.reconciliation_gaps([source, destination]) == []
 
 
-def a_session_waits_for_a_lock(seconds: float = 10) -> bool:
-    """Whether a session of this database waits for a lock within `seconds` (asked on a connection of
-    its own: a transaction sees pg_stat_activity as it was when it first looked)."""
+def a_session_waits_for(holder, seconds: float = 10) -> bool:
+    """Whether another session waits, within `seconds`, for a lock that the connection `holder` holds (asked on a
+    connection of its own: a transaction sees pg_stat_activity as it was when it first looked). Any other session
+    waiting for any lock would not do: the database is shared, and the interleaving named would not be shown."""
     conn = PostgresHook(postgres_conn_id="ledgerflow_postgres").get_conn()
     conn.autocommit = True
     try:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            if conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                            "AND wait_event_type = 'Lock'").fetchone()[0]:
+            if conn.execute("SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
+                            (holder.info.backend_pid,)).fetchone()[0]:
                 return True
             time.sleep(0.05)
         return False
