@@ -11,9 +11,11 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import partial
 from types import SimpleNamespace
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
+import redis
 from airflow.providers.apache.kafka.hooks.client import KafkaAdminClientHook
 from airflow.providers.redis.hooks.redis import RedisHook
 from psycopg.pq import TransactionStatus
@@ -35,7 +37,7 @@ from ledgerflow.pipeline import produce as produce_module
 from ledgerflow.pipeline.produce import produce_window, to_message
 from ledgerflow.pipeline.settle import settle_batch
 from ledgerflow.store.kafka import (DeliveryFailed, LedgerflowConsumerHook, LedgerflowProducerHook, backlog, commit,
-                                    consume_batches, publish)
+                                    consume_batches, group_backlog, publish)
 from ledgerflow.store.ledger import settle
 from ledgerflow.store.redis_projection import project, rewrite
 from tests.conftest import REPO_ROOT, open_pg
@@ -593,6 +595,46 @@ def test_settle_behind_a_session_that_holds_its_rows_fails_after_the_lock_timeou
 
     assert settle_run()["settled"] == 1
     assert ledger.balances([source, destination]) == {source: Decimal("990.00"), destination: Decimal("10.00")}
+
+
+def test_a_settlement_redis_refuses_is_not_committed_and_its_redelivery_writes_the_record_from_the_ledger(
+        topics, producer, ledger, monkeypatch):
+    """settle commits its offsets only once Redis has the records: here Redis refuses them after PostgreSQL
+    committed. The task fails with the message uncommitted; the next run takes it as the duplicate it is, settles
+    nothing again, and writes the record from the ledger."""
+    source, destination = ledger.accounts("1000.00", "0.00")
+    [cleared] = ledger.transactions((source, destination, "10.00"), status="cleared")
+    publish(producer, topics["in"], [(source.encode(), cleared_message(ledger, cleared, "10.00", source, destination))])
+    group_id = f"test-{uuid.uuid4().hex[:8]}"
+    real = urlsplit(os.environ["AIRFLOW_CONN_LEDGERFLOW_REDIS"])
+    monkeypatch.setenv("AIRFLOW_CONN_LEDGERFLOW_REDIS_WRONG_PASSWORD",
+                       urlunsplit(real._replace(netloc=f":not-the-password@{real.hostname}:{real.port}")))
+    ti = SimpleNamespace(dag_id="tests", run_id="test_settle_redis_refuses", task_id="settle", try_number=1,
+                         map_index=-1)
+
+    def settle_run(redis_conn_id: str) -> dict:
+        return SettleTransactionsOperator(
+            task_id="settle", topic=topics["in"], group_id=group_id, dead_letter_topic=topics["dlq"],
+            kafka_config_id=topology.KAFKA_CONN_ID, postgres_conn_id=topology.POSTGRES_CONN_ID,
+            redis_conn_id=redis_conn_id, idle_timeout=1).execute({"ti": ti})
+
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        settle_run("ledgerflow_redis_wrong_password")
+
+    assert ledger.statuses([cleared]) == {cleared: "settled"}
+    assert group_backlog(topics["in"], group_id, topology.KAFKA_CONN_ID) == 1
+    redis_client = RedisHook(redis_conn_id=topology.REDIS_CONN_ID).get_conn()
+    assert not redis_client.exists(f"settlement:{cleared}")
+
+    summary = settle_run(topology.REDIS_CONN_ID)
+
+    assert (summary["settled"], summary["already_done"], summary["projected"]) == (0, 1, 1)
+    assert group_backlog(topics["in"], group_id, topology.KAFKA_CONN_ID) == 0
+    record = redis_client.hgetall(f"settlement:{cleared}")
+    assert (record[b"from_balance_before"], record[b"from_balance_after"], record[b"to_balance_after"]) == (
+        b"1000.00", b"990.00", b"10.00")
+    assert ledger.balances([source, destination]) == {source: Decimal("990.00"), destination: Decimal("10.00")}
+    assert len(ledger.audit(cleared)) == 2
 
 
 def test_the_redis_records_of_a_settlement_are_those_the_ledger_rebuilds(ledger):
