@@ -740,6 +740,26 @@ def test_clear_scores_and_records_a_transfer_rejected_by_hand_when_it_republishe
     assert redis_client.hget(f"rejected:{transfer}", "risk_score") == b"15"
 
 
+def test_clear_records_a_transfer_for_manual_review_publishes_nothing_for_it_and_the_batch_goes_on(
+        topics, producer, ledger):
+    """Above 100,000.00 a transfer waits for a reviewer: recorded with its reason and audited, not published (no
+    outcome contract has the status). It reserves nothing, so the transfer behind it clears."""
+    source, destination = ledger.accounts("150000.00", "0.00")
+    review, after = ledger.transactions((source, destination, "100000.01"), (source, destination, "60000.00"))
+    publish(producer, topics["in"], [(b"k", transaction_message(ledger, i, amount, source, destination))
+                                     for i, amount in ((review, "100000.01"), (after, "60000.00"))])
+
+    result = clear_batch(ledger.conn, producer, read_all(topics["in"], 2), load_rules(), CONTEXT, topics["out"],
+                         topics["dlq"], recording_conn=ledger.conn).complete()
+
+    assert [result[k] for k in ("decided", "published", "dead_lettered")] == [2, 1, 0]
+    assert ledger.conn.execute("SELECT status, status_reason_code FROM transactions WHERE transaction_id = %s",
+                               (review,)).fetchone() == ("requires_manual_review", "MANUAL_REVIEW_AMOUNT")
+    assert [row[:3] for row in ledger.audit(review)] == [("pending", "requires_manual_review", "MANUAL_REVIEW_AMOUNT")]
+    [outcome] = [decode_cleared(m.value()) for m in read_all(topics["out"], 1)]
+    assert (outcome.transaction_id, outcome.status) == (after, Status.CLEARED)
+
+
 def test_clear_publishes_the_same_outcome_for_a_decision_and_for_its_redelivery(topics, producer, ledger):
     """clear publishes what it just decided from the decision; a redelivered message republishes what
     the ledger recorded. Subscribers must not be able to tell the two apart."""
