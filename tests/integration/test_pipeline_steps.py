@@ -760,6 +760,29 @@ def test_clear_records_a_transfer_for_manual_review_publishes_nothing_for_it_and
     assert (outcome.transaction_id, outcome.status) == (after, Status.CLEARED)
 
 
+def test_a_pending_transfer_deleted_while_its_batch_is_decided_is_dead_lettered_and_the_rest_clear(
+        topics, producer, ledger):
+    """Deleted by hand after clear read the batch and before it recorded it: the transition finds no row, and
+    neither does the re-reading. Its message is dead-lettered, as it would have been had the row gone earlier."""
+    source, destination = ledger.accounts("1000.00", "0.00")
+    deleted, kept = ledger.transactions((source, destination, "10.00"), (source, destination, "20.00"))
+    publish(producer, topics["in"], [(b"k", transaction_message(ledger, i, amount, source, destination))
+                                     for i, amount in ((deleted, "10.00"), (kept, "20.00"))])
+    decided = clear_batch(ledger.conn, producer, read_all(topics["in"], 2), load_rules(), CONTEXT, topics["out"],
+                          topics["dlq"], recording_conn=ledger.conn)
+    ledger.conn.execute("DELETE FROM transactions WHERE transaction_id = %s", (deleted,))
+
+    result = decided.complete()
+
+    assert [result[k] for k in ("decided", "published", "dead_lettered")] == [1, 1, 1]
+    assert ledger.statuses([deleted, kept]) == {kept: "cleared"}
+    [dead] = read_all(topics["dlq"], 1)
+    assert dict(dead.headers())["reason"].decode() == f"transaction {deleted} is not in the ledger"
+    assert decode_transaction(dead.value()).transaction_id == deleted
+    [outcome] = [decode_cleared(m.value()) for m in read_all(topics["out"], 1)]
+    assert outcome.transaction_id == kept
+
+
 def test_clear_publishes_the_same_outcome_for_a_decision_and_for_its_redelivery(topics, producer, ledger):
     """clear publishes what it just decided from the decision; a redelivered message republishes what
     the ledger recorded. Subscribers must not be able to tell the two apart."""

@@ -77,11 +77,13 @@ def clear_batch(conn, producer, messages: list[Message], rules: RulesConfig, con
     # Every message that disagrees with the ledger is dead-lettered, before or after the true one; of those
     # that agree, the first per transaction is decided (the others are copies: redeliveries).
     batch: dict[str, TransactionV1] = {}
+    delivered_as: dict[str, Message] = {}  # the message each transaction of the batch is decided from
     for message, decoded in received:
         if problem := _disagreement(decoded, rows.get(decoded.transaction_id)):
             rejects.append((message, problem))
         else:
             batch.setdefault(decoded.transaction_id, decoded)
+            delivered_as.setdefault(decoded.transaction_id, message)
 
     pending = [m for m in batch.values() if rows[m.transaction_id][1] == Status.PENDING]
     # the accounts of every transfer in the batch, decided or not: each outcome names both parties
@@ -125,10 +127,13 @@ def clear_batch(conn, producer, messages: list[Message], rules: RulesConfig, con
                                        d.reason_code.value, d.message, score, d.available_balance, changed_at)
                     for d, score in zip(decisions, scores) if d.transaction_id in applied}
         recorded.update((row[0], row) for row in reread)
+        # A pending transaction deleted by hand after the batch was read is in neither: it is dead-lettered, as it
+        # would be had it been deleted before.
+        vanished = [(delivered_as[i], _disagreement(batch[i], None)) for i in batch if i not in recorded]
         outcomes = (_outcome(recorded[i], customers) for i in batch
-                    if recorded[i][1] in PUBLISHED_CLEARANCE_OUTCOMES)
+                    if i in recorded and recorded[i][1] in PUBLISHED_CLEARANCE_OUTCOMES)
         # both publishes flush the producer: one thread does both
         return {"published": publish(producer, outcome_topic, ((o.from_account, encode(o)) for o in outcomes)),
-                "dead_lettered": dead_letter(producer, dead_letter_topic, rejects)}
+                "dead_lettered": dead_letter(producer, dead_letter_topic, [*rejects, *vanished])}
 
     return BatchResult({}, (record, publish_outcomes))
