@@ -1,6 +1,6 @@
-"""The whole pipeline driven by `airflow dags test`: statuses, balances, audit chains and Redis records,
-then every DAG run again (redelivered messages included) changes nothing, and a re-drive heals a lost
-message without settling anything twice."""
+"""The whole pipeline driven by `airflow dags test`: statuses, balances, audit chains and Redis records;
+then every DAG run again (redelivered messages included) changes nothing but the Redis records it finds lost,
+which it writes again; and a re-drive heals a lost message without settling anything twice."""
 
 from datetime import timedelta
 from decimal import Decimal
@@ -20,9 +20,8 @@ def scenario(pg_module):
     scenario.offsets_before = {topic: watermarks(topic) for topic in (topology.TRANSACTIONS_TOPIC,
                                                                        topology.CLEARED_TOPIC)}
     scenario.create()
-    run_dag("ledgerflow_produce")
-    run_dag("ledgerflow_clear")
-    run_dag("ledgerflow_settle")
+    scenario.run_ids = {dag_id: run_dag(dag_id) for dag_id in ("ledgerflow_produce", "ledgerflow_clear",
+                                                                "ledgerflow_settle")}
     return scenario
 
 
@@ -41,9 +40,15 @@ def test_audit_chains_name_each_step(scenario):
     assert scenario.audit_chain("T2") == [("pending", "cleared_with_conditions", "CLEARED_WITH_CONDITIONS"),
                                           ("cleared_with_conditions", "settled", "SETTLED")]
     assert scenario.audit_chain("T4") == [("pending", "rejected", "INSUFFICIENT_FUNDS")]
-    dags = scenario.conn.execute("SELECT DISTINCT dag_id, task_id FROM transaction_audit WHERE transaction_id = %s",
-                                 (scenario.id("T1"),)).fetchall()
-    assert sorted(dags) == [("ledgerflow_clear", "clear_transactions"), ("ledgerflow_settle", "settle_transactions")]
+    # Each change names the run and the try that made it, so Airflow's history leads to it and back.
+    made_by = scenario.conn.execute(
+        "SELECT changed_by, dag_id, run_id, task_id, try_number, map_index FROM transaction_audit "
+        "WHERE transaction_id = %s ORDER BY id", (scenario.id("T1"),)).fetchall()
+    assert made_by == [
+        ("airflow:ledgerflow_clear.clear_transactions", "ledgerflow_clear", scenario.run_ids["ledgerflow_clear"],
+         "clear_transactions", 1, -1),
+        ("airflow:ledgerflow_settle.settle_transactions", "ledgerflow_settle", scenario.run_ids["ledgerflow_settle"],
+         "settle_transactions", 1, -1)]
 
 
 def test_redis_holds_settlement_and_rejection_records(scenario, redis_client):
@@ -66,7 +71,9 @@ def test_redis_holds_settlement_and_rejection_records(scenario, redis_client):
 
 def test_running_every_dag_again_with_redelivered_messages_changes_nothing(scenario, redis_client):
     before = scenario.ledger_snapshot()
-    redis_before = redis_client.hgetall(f"settlement:{scenario.id('T1')}")
+    records = [f"settlement:{scenario.id('T1')}", f"rejected:{scenario.id('T4')}"]
+    redis_before = [redis_client.hgetall(key) for key in records]
+    redis_client.delete(*records)  # as after a crash between settle's commit and its Redis write
     published_before = watermarks(topology.TRANSACTIONS_TOPIC)
 
     run_dag("ledgerflow_produce")
@@ -78,7 +85,7 @@ def test_running_every_dag_again_with_redelivered_messages_changes_nothing(scena
     run_dag("ledgerflow_settle")
 
     assert scenario.ledger_snapshot() == before
-    assert redis_client.hgetall(f"settlement:{scenario.id('T1')}") == redis_before
+    assert [redis_client.hgetall(key) for key in records] == redis_before, "the redelivery wrote them again"
 
 
 def test_a_redrive_heals_a_lost_message_and_settles_nothing_twice(scenario, redis_client):
