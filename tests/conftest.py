@@ -39,3 +39,12 @@ def pg_module():
     conn = open_pg()
     yield conn
     conn.close()
+
+
+@pytest.fixture(scope="session")
+def pipeline_paused():
+    """Pause the pipeline's DAGs and fail their active runs: a running pipeline would take the tests' pending
+    transactions and consume the pipeline's groups under them. `make run` unpauses them again."""
+    from include.airflow_control import AirflowApi
+
+    AirflowApi().stop_pipeline()

@@ -1,7 +1,7 @@
 """End-to-end fixtures: run DAGs with `airflow dags test`, rewind consumer groups, read Kafka and Redis.
 
 The running scheduler would race these tests for the same consumer groups, so the session starts by
-pausing the pipeline's DAGs and failing their active runs (`make run` unpauses them again).
+pausing the pipeline's DAGs and failing their active runs (tests/conftest.py; `make run` unpauses them again).
 """
 
 import uuid
@@ -24,8 +24,8 @@ def airflow_api():
 
 
 @pytest.fixture(scope="session", autouse=True)
-def pipeline_paused(airflow_api):
-    airflow_api.stop_pipeline()
+def _pipeline_paused(pipeline_paused):
+    pass
 
 
 def watermarks(topic: str) -> dict[int, int]:

@@ -1,7 +1,8 @@
 """Fixtures on the real PostgreSQL of the local stack.
 
-Tests create their own customers, accounts and transactions under a unique prefix and never touch
-the sample data, so they can run against a database someone is also using for `make run`.
+Tests create their own customers, accounts and transactions under a unique prefix (one test inserts a
+transfer between sample accounts, and deletes it), so they can run against the database `make run` uses. The
+session pauses the pipeline first (tests/conftest.py), as a running pipeline would take their pending transfers.
 """
 
 import uuid
@@ -13,6 +14,11 @@ import pytest
 # the reason a repair script would give for moving a transaction to each status
 BY_HAND_REASONS = {"cleared": "CLEARED", "cleared_with_conditions": "CLEARED_WITH_CONDITIONS",
                    "requires_manual_review": "MANUAL_REVIEW_RISK_SCORE", "rejected": "REVIEW_DECLINED"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _pipeline_paused(pipeline_paused):
+    pass
 
 
 class LedgerFixture:
