@@ -35,7 +35,22 @@ def pending_migrations(applied: dict[str, str]) -> list[Path]:
     return pending
 
 
+# Two runs at once (make run and make test in two terminals) would both find a migration pending and one would
+# fail on its schema_migrations row after the other applied it: the second waits for the first, then finds
+# nothing pending.
+MIGRATIONS_LOCK = "SELECT pg_advisory_lock(hashtext('ledgerflow schema migrations'))"
+MIGRATIONS_UNLOCK = "SELECT pg_advisory_unlock(hashtext('ledgerflow schema migrations'))"
+
+
 def migrate(conn) -> list[str]:
+    conn.execute(MIGRATIONS_LOCK)
+    try:
+        return _apply_pending(conn)
+    finally:
+        conn.execute(MIGRATIONS_UNLOCK)
+
+
+def _apply_pending(conn) -> list[str]:
     with conn.transaction(), conn.cursor() as cur:
         cur.execute(CREATE_LEDGER)
         cur.execute("SELECT filename, sha256 FROM schema_migrations")

@@ -2,6 +2,7 @@
 
 import os
 import subprocess
+import time
 import uuid
 from contextlib import suppress
 
@@ -12,6 +13,7 @@ from airflow.providers.postgres.hooks.postgres import PostgresHook
 from confluent_kafka import KafkaException
 from psycopg import sql
 
+from include.stack.migrate import MIGRATIONS_LOCK, MIGRATIONS_UNLOCK
 from ledgerflow import topology
 from ledgerflow.store.kafka import (LedgerflowConsumerHook, LedgerflowProducerHook, commit, consume_batches,
                                     group_backlog, publish)
@@ -26,6 +28,31 @@ def run_stack(*args, env=None):
 
 def count(sql):
     return PostgresHook(postgres_conn_id="ledgerflow_postgres").get_first(sql)[0]
+
+
+def test_a_second_migration_run_waits_for_the_first_and_then_finds_nothing_to_do():
+    """While one run holds the migrations' lock (as it does while it applies them), another waits for it."""
+    holder = PostgresHook(postgres_conn_id="ledgerflow_postgres").get_conn()
+    holder.autocommit = True
+    second = None
+    try:
+        holder.execute(MIGRATIONS_LOCK)
+        second = subprocess.Popen([STACK, "migrate"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while not holder.execute("SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
+                                 (holder.info.backend_pid,)).fetchone()[0]:
+            assert second.poll() is None, f"it did not wait: {second.communicate()}"
+            assert time.monotonic() < deadline, "no session waited for the migrations' lock"
+            time.sleep(0.05)
+        holder.execute(MIGRATIONS_UNLOCK)
+        stdout, stderr = second.communicate(timeout=120)
+    finally:
+        if second and second.poll() is None:
+            second.kill()
+        holder.close()
+
+    assert second.returncode == 0, stderr
+    assert "schema is up to date" in stdout
 
 
 def test_applying_the_migrations_again_is_a_no_op():
