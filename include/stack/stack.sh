@@ -42,7 +42,24 @@ install_apt_packages() {
   [ ${#missing[@]} -eq 0 ] && return
   say "installing Debian packages: ${missing[*]}"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  without_package_service_starts env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=600 "${missing[@]}" >/dev/null
+  # ... nor at the next boot, on a host that runs systemd
+  if [ -d /run/systemd/system ]; then systemctl disable postgresql redis-server >/dev/null 2>&1 || true; fi
+}
+
+# Runs "$@" with the packages' own services kept from starting, as Debian's container images do: on a host
+# that runs them, PostgreSQL's cluster and redis-server would take 5432 and 6379 from the stack.
+without_package_service_starts() {
+  local policy=/usr/sbin/policy-rc.d status=0
+  if [ -e "$policy" ]; then "$@"; return; fi
+  printf '#!/bin/sh\n# ledgerflow: no package service starts while it installs packages\nexit 101\n' >"$policy"
+  chmod 755 "$policy"
+  trap "rm -f $policy" EXIT  # an interrupted install must not leave the host's services refused for good
+  "$@" || status=$?
+  rm -f "$policy"
+  trap - EXIT
+  return $status
 }
 
 install_python() {
@@ -137,6 +154,9 @@ stdout_logfile=$LOG_DIR/kafka.log
 
 [group:services]
 programs=postgres,redis,kafka
+; Started before and stopped after the airflow group (supervisord stops the group of highest priority first and
+; waits for all of it): Airflow's running tasks end while the database and the broker are still there.
+priority=100
 
 [program:airflow-api-server]
 command=$with_env $airflow api-server --port $LEDGERFLOW_AIRFLOW_PORT --workers 1
@@ -172,6 +192,7 @@ stdout_logfile=$LOG_DIR/airflow-triggerer.log
 
 [group:airflow]
 programs=airflow-api-server,airflow-scheduler,airflow-dag-processor,airflow-triggerer
+priority=200
 EOF
 }
 
@@ -357,7 +378,7 @@ start_services() {
   python "$STACK_DIR/create_topics.py" --partitions "$LEDGERFLOW_TOPIC_PARTITIONS" $LEDGERFLOW_TOPICS
 }
 
-api_server_healthy() { curl -fsS "http://127.0.0.1:$LEDGERFLOW_AIRFLOW_PORT/api/v2/monitor/health"; }
+api_server_healthy() { curl -fsS -m 5 "http://127.0.0.1:$LEDGERFLOW_AIRFLOW_PORT/api/v2/monitor/health"; }
 
 start_airflow() {
   mkdir -p "$AIRFLOW_HOME"
