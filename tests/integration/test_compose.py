@@ -86,6 +86,16 @@ def test_kafka_connection_reaches_the_broker_inside_and_outside_compose(compose)
     assert local_port in published_ports(compose["services"]["kafka"]).values()
 
 
+def test_every_stateful_service_keeps_its_data_in_its_volume(compose):
+    """Recreating a container keeps the topics, the ledger and the records together, as the local stack does."""
+    services = compose["services"]
+    mounts = {name: {volume.split(":")[1] for volume in services[name]["volumes"] if not volume.startswith(".")}
+              for name in ("postgres", "redis", "kafka")}
+    assert mounts == {"postgres": {"/var/lib/postgresql/data"}, "redis": {"/data"}, "kafka": {"/var/lib/kafka/data"}}
+    assert services["kafka"]["environment"]["KAFKA_LOG_DIRS"] == "/var/lib/kafka/data"
+    assert "--appendonly" in services["redis"]["command"]
+
+
 def test_airflow_metadata_database_matches_the_local_stack(compose):
     url = interpolate(compose["services"]["airflow-scheduler"]["environment"]["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
     local_url = os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
