@@ -18,6 +18,7 @@ import pytest
 import redis
 from airflow.providers.apache.kafka.hooks.client import KafkaAdminClientHook
 from airflow.providers.redis.hooks.redis import RedisHook
+from confluent_kafka import TopicPartition
 from psycopg.pq import TransactionStatus
 
 from ledgerflow import topology
@@ -290,6 +291,36 @@ def test_the_backlog_counts_what_the_group_has_not_committed_without_consuming_i
     watcher = consumer_of(topics["in"], group_id)
     assert backlog(watcher, topics["in"]) == 15
     watcher.close()
+
+
+@pytest.fixture
+def topic_of_three_partitions():
+    """A topic partitioned as the pipeline's are (the other tests' topics have one partition), deleted afterwards."""
+    name = f"test-{uuid.uuid4().hex[:8]}-partitioned"
+    admin = KafkaAdminClientHook(kafka_config_id=topology.KAFKA_CONN_ID)
+    admin.create_topic([(name, 3, 1)])
+    yield name
+    admin.delete_topic([name])
+
+
+def test_a_batch_from_every_partition_is_committed_on_every_partition(topic_of_three_partitions, producer):
+    topic = topic_of_three_partitions
+    publish(producer, topic, ((f"account-{i}".encode(), f"m{i}".encode()) for i in range(30)))
+    group_id = f"test-{uuid.uuid4().hex[:8]}"
+    worker = consumer_of(topic, group_id)
+    try:
+        [batch] = list(consume_batches(worker, 100, time_budget=30, idle_timeout=1))
+        assert {m.partition() for m in batch} == {0, 1, 2}, "the keys spread over the three partitions"
+        assert group_backlog(topic, group_id, topology.KAFKA_CONN_ID) == 30, "summed over the three partitions"
+
+        commit(worker, batch)
+
+        committed = worker.committed([TopicPartition(topic, p) for p in range(3)], timeout=10)
+        assert [c.offset for c in committed] == [worker.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                                                 for p in range(3)]
+    finally:
+        worker.close()
+    assert group_backlog(topic, group_id, topology.KAFKA_CONN_ID) == 0
 
 
 def test_a_drain_takes_a_backlog_in_full_batches_in_order_and_ends_when_the_topic_is_idle(topics, producer):
