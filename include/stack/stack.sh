@@ -221,9 +221,10 @@ EOF
   mv "$REDIS_CONF.new" "$REDIS_CONF"
 }
 
+# Returns 0 when the file changed, so that a running broker is restarted with it.
 write_kafka_conf() {
   mkdir -p "$KAFKA_DATA"
-  cat >"$KAFKA_CONF" <<EOF
+  cat >"$KAFKA_CONF.new" <<EOF
 # Written by include/stack/stack.sh; edit that, not this. A single KRaft broker and controller.
 process.roles=broker,controller
 node.id=1
@@ -244,6 +245,8 @@ share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 EOF
+  if cmp -s "$KAFKA_CONF.new" "$KAFKA_CONF"; then rm "$KAFKA_CONF.new"; return 1; fi
+  mv "$KAFKA_CONF.new" "$KAFKA_CONF"
 }
 
 # --- start -----------------------------------------------------------------------------------------
@@ -351,15 +354,18 @@ start_services() {
   mkdir -p "$LEDGERFLOW_STATE"
   PG_ROOT=$(pg_root)
   init_postgres "$PG_ROOT"
-  local redis_conf_changed=0
+  local redis_conf_changed=0 kafka_conf_changed=0
   write_redis_conf && redis_conf_changed=1
-  write_kafka_conf
+  write_kafka_conf && kafka_conf_changed=1
   format_kafka_storage
   write_supervisor_conf "$PG_ROOT"
   if supervisord_running; then
     supervisorctl reread >/dev/null && supervisorctl update >/dev/null
     if [ "$redis_conf_changed" -eq 1 ] && program_running services:redis; then
       supervisorctl restart services:redis >/dev/null
+    fi
+    if [ "$kafka_conf_changed" -eq 1 ] && program_running services:kafka; then
+      supervisorctl restart services:kafka >/dev/null
     fi
   else
     "$LEDGERFLOW_VENV/bin/supervisord" -c "$SUPERVISOR_CONF"
