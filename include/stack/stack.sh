@@ -277,7 +277,8 @@ wait_for() {
   done
 }
 
-redis_cli() { redis-cli -p "$LEDGERFLOW_REDIS_PORT" -a "$LEDGERFLOW_REDIS_PASSWORD" --no-auth-warning "$@"; }
+# The password goes in the environment, not the command line, which any local user can read in ps.
+redis_cli() { REDISCLI_AUTH="$LEDGERFLOW_REDIS_PASSWORD" redis-cli -p "$LEDGERFLOW_REDIS_PORT" "$@"; }
 redis_ready() { [ "$(redis_cli ping 2>/dev/null)" = PONG ]; }
 
 start_program() {
