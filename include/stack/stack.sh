@@ -41,25 +41,43 @@ install_apt_packages() {
   command -v curl >/dev/null || missing+=(curl)
   [ ${#missing[@]} -eq 0 ] && return
   say "installing Debian packages: ${missing[*]}"
-  apt-get update -qq
+  apt-get update -qq -o DPkg::Lock::Timeout=600
   without_package_service_starts env DEBIAN_FRONTEND=noninteractive \
     apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=600 "${missing[@]}" >/dev/null
-  # ... nor at the next boot, on a host that runs systemd
-  if [ -d /run/systemd/system ]; then systemctl disable postgresql redis-server >/dev/null 2>&1 || true; fi
+  # ... nor at the next boot, on a host that runs systemd: only the units this install brought
+  if [ -d /run/systemd/system ]; then
+    local package
+    for package in postgresql redis-server; do
+      if [[ " ${missing[*]} " == *" $package "* ]]; then systemctl disable "$package" >/dev/null 2>&1 || true; fi
+    done
+  fi
 }
 
-# Runs "$@" with the packages' own services kept from starting, as Debian's container images do: on a host
-# that runs them, PostgreSQL's cluster and redis-server would take 5432 and 6379 from the stack.
+# Runs "$@" with the services of the packages the stack needs (PostgreSQL's cluster, redis-server) kept from
+# starting, as Debian's container images keep all services: on a host that runs them, they would take 5432 and
+# 6379 from the stack (invoke-rc.d names them postgresql and redis-server; deb-systemd-invoke adds .service, or
+# @15-main). Others (say, restarts by unattended-upgrades while apt waits for its lock) go on.
+# Another tool's policy-rc.d is left alone; a copy of ours that a killed run left behind is removed first.
+POLICY_RC_D=/usr/sbin/policy-rc.d
+POLICY_MARK="# ledgerflow: refuses only the services the stack runs itself, while it installs packages"
 without_package_service_starts() {
-  local policy=/usr/sbin/policy-rc.d status=0
-  if [ -e "$policy" ]; then "$@"; return; fi
-  printf '#!/bin/sh\n# ledgerflow: no package service starts while it installs packages\nexit 101\n' >"$policy"
-  chmod 755 "$policy"
-  trap "rm -f $policy" EXIT  # an interrupted install must not leave the host's services refused for good
+  local status=0
+  if [ -e "$POLICY_RC_D" ] && grep -qxF "$POLICY_MARK" "$POLICY_RC_D"; then rm -f "$POLICY_RC_D"; fi
+  # noclobber: created only if absent, in one step
+  if ! (set -C; printf '#!/bin/sh\n%s\ncase "$1" in postgresql*|redis-server*) exit 101 ;; esac\nexit 0\n' \
+          "$POLICY_MARK" >"$POLICY_RC_D") 2>/dev/null; then
+    "$@"
+    return
+  fi
+  chmod 755 "$POLICY_RC_D"
+  trap remove_our_policy_rc_d EXIT  # an interrupted install must not leave the services refused
   "$@" || status=$?
-  rm -f "$policy"
+  remove_our_policy_rc_d
   trap - EXIT
   return $status
+}
+remove_our_policy_rc_d() {
+  if grep -qxF "$POLICY_MARK" "$POLICY_RC_D" 2>/dev/null; then rm -f "$POLICY_RC_D"; fi
 }
 
 install_python() {
@@ -235,9 +253,8 @@ controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
 log.dirs=$KAFKA_DATA
-# Topics are created by the project with the partition count it wants, never by a typo.
+# Topics are created by the project with the partition count it wants (create_topics.py), never by a typo.
 auto.create.topics.enable=false
-num.partitions=$LEDGERFLOW_TOPIC_PARTITIONS
 offsets.topic.replication.factor=1
 transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
@@ -360,8 +377,19 @@ start_services() {
   write_kafka_conf && kafka_conf_changed=1
   format_kafka_storage
   write_supervisor_conf "$PG_ROOT"
+  local airflow_stopped=0 changes
   if supervisord_running; then
-    supervisorctl reread >/dev/null && supervisorctl update >/dev/null
+    changes=$(supervisorctl reread)
+    # A change restarts what it touches (supervisorctl update stops a changed group, lowest priority first, and
+    # adds it again; a changed Redis or Kafka file restarts that program below). Airflow stops first, as in
+    # make stop, so that no task loses its database or broker mid-batch, and starts again once they are back.
+    if { grep -q ': changed' <<<"$changes" || [ $((redis_conf_changed + kafka_conf_changed)) -gt 0 ]; } &&
+       program_running 'airflow:*'; then
+      say "stopping Airflow while the services take their new configuration"
+      supervisorctl stop 'airflow:*' >/dev/null
+      airflow_stopped=1
+    fi
+    supervisorctl update >/dev/null
     if [ "$redis_conf_changed" -eq 1 ] && program_running services:redis; then
       supervisorctl restart services:redis >/dev/null
     fi
@@ -383,6 +411,7 @@ start_services() {
   python "$STACK_DIR/migrate.py" --seed
   wait_for Kafka 120 port_open "$LEDGERFLOW_KAFKA_PORT"
   python "$STACK_DIR/create_topics.py" --partitions "$LEDGERFLOW_TOPIC_PARTITIONS" $LEDGERFLOW_TOPICS
+  if [ $airflow_stopped -eq 1 ]; then supervisorctl start 'airflow:*' >/dev/null; fi
 }
 
 api_server_healthy() { curl -fsS -m 5 "http://127.0.0.1:$LEDGERFLOW_AIRFLOW_PORT/api/v2/monitor/health"; }
