@@ -77,13 +77,13 @@ def clear_batch(conn, producer, messages: list[Message], rules: RulesConfig, con
     # Every message that disagrees with the ledger is dead-lettered, before or after the true one; of those
     # that agree, the first per transaction is decided (the others are copies: redeliveries).
     batch: dict[str, TransactionV1] = {}
-    delivered_as: dict[str, Message] = {}  # the message each transaction of the batch is decided from
+    delivered_as: dict[str, list[Message]] = {}  # each transaction's messages that agree with the ledger
     for message, decoded in received:
         if problem := _disagreement(decoded, rows.get(decoded.transaction_id)):
             rejects.append((message, problem))
         else:
             batch.setdefault(decoded.transaction_id, decoded)
-            delivered_as.setdefault(decoded.transaction_id, message)
+            delivered_as.setdefault(decoded.transaction_id, []).append(message)
 
     pending = [m for m in batch.values() if rows[m.transaction_id][1] == Status.PENDING]
     # the accounts of every transfer in the batch, decided or not: each outcome names both parties
@@ -102,7 +102,7 @@ def clear_batch(conn, producer, messages: list[Message], rules: RulesConfig, con
     changes = [StatusChange(d.transaction_id, Status.PENDING, d.status, d.reason_code, d.message,
                             risk_score=score, available_balance=d.available_balance)
                for d, score in zip(decisions, scores)]
-    recording: list[tuple] = []  # the first follow-up's (applied ids, changed_at, re-read rows), for the second
+    recording: list[tuple] = []  # the first follow-up's (applied ids, changed_at, re-read rows, vanished ids)
 
     def record() -> dict[str, int]:
         result = transition(recording_conn, changes, context)
@@ -117,23 +117,25 @@ def clear_batch(conn, producer, messages: list[Message], rules: RulesConfig, con
             record_missing_risk_scores(recording_conn, missing_scores)
             reread = [row for row in reread if row[0] not in missing_scores]
             reread += recording_conn.execute(SELECT_TRANSACTIONS, (list(missing_scores),)).fetchall()
-        recording.append((applied, result.changed_at, reread))
-        return {"decided": len(result.applied), "duplicates": len(batch) - len(result.applied)}
+        # A pending transaction deleted by hand after the batch was read is in neither the decisions applied nor
+        # the re-reading: its messages are dead-lettered, as they would have been had it gone before. (Funds its
+        # decision reserved may have refused a later transfer of its source in this batch; that refusal stands.)
+        vanished = set(rest) - {row[0] for row in reread}
+        recording.append((applied, result.changed_at, reread, vanished))
+        return {"decided": len(result.applied), "duplicates": len(rest) - len(vanished)}
 
     def publish_outcomes() -> dict[str, int]:
-        applied, changed_at, reread = recording[0]
+        applied, changed_at, reread, vanished = recording[0]
         # What the ledger now records: the decisions just applied as they were written, the rest re-read.
         recorded = {d.transaction_id: (d.transaction_id, d.status.value, *rows[d.transaction_id][2:5],
                                        d.reason_code.value, d.message, score, d.available_balance, changed_at)
                     for d, score in zip(decisions, scores) if d.transaction_id in applied}
         recorded.update((row[0], row) for row in reread)
-        # A pending transaction deleted by hand after the batch was read is in neither: it is dead-lettered, as it
-        # would be had it been deleted before.
-        vanished = [(delivered_as[i], _disagreement(batch[i], None)) for i in batch if i not in recorded]
         outcomes = (_outcome(recorded[i], customers) for i in batch
-                    if i in recorded and recorded[i][1] in PUBLISHED_CLEARANCE_OUTCOMES)
+                    if i not in vanished and recorded[i][1] in PUBLISHED_CLEARANCE_OUTCOMES)
+        gone = [(message, _disagreement(batch[i], None)) for i in batch if i in vanished for message in delivered_as[i]]
         # both publishes flush the producer: one thread does both
         return {"published": publish(producer, outcome_topic, ((o.from_account, encode(o)) for o in outcomes)),
-                "dead_lettered": dead_letter(producer, dead_letter_topic, [*rejects, *vanished])}
+                "dead_lettered": dead_letter(producer, dead_letter_topic, [*rejects, *gone])}
 
     return BatchResult({}, (record, publish_outcomes))
