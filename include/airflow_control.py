@@ -8,11 +8,27 @@ the stack's environment).
 import os
 import re
 import subprocess
+import time
 from datetime import datetime
+from pathlib import Path
 
 import httpx
 
 PIPELINE_DAGS = ["ledgerflow_produce", "ledgerflow_clear", "ledgerflow_settle", "ledgerflow_produce_window"]
+
+
+def task_processes_here() -> set[str]:
+    """The ids of the task instances whose processes run on this machine (Airflow titles them `airflow worker --
+    <id>`); none where the tasks run elsewhere, in containers say."""
+    ids = set()
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            title = cmdline.read_bytes().split(b"\0")[0]
+        except OSError:  # ended meanwhile
+            continue
+        if title.startswith(b"airflow worker -- "):
+            ids.add(title.removeprefix(b"airflow worker -- ").decode(errors="replace").strip())
+    return ids
 
 
 class DagTestFailed(AssertionError):
@@ -50,12 +66,21 @@ class AirflowApi:
         for run in self.active_runs(dag_id):
             self.client.patch(f"/dags/{dag_id}/dagRuns/{run['dag_run_id']}", json={"state": "failed"}).raise_for_status()
 
-    def stop_pipeline(self) -> None:
-        """Pause every pipeline DAG and fail its active runs, so nothing else consumes the pipeline's
-        consumer groups. A task stopped mid-batch loses nothing: its effects and offsets are transactional."""
+    def stop_pipeline(self, timeout: float = 60) -> None:
+        """Pause every pipeline DAG, fail its active runs, and wait for their running tasks' processes to end, so
+        nothing else consumes the pipeline's consumer groups or takes up its transactions. Failing a run marks its
+        tasks failed at once, but a task's process learns it only at its next heartbeat, seconds later. A task
+        stopped mid-batch loses nothing: its effects and offsets are transactional."""
+        running = set()
         for dag_id in PIPELINE_DAGS:
             self.set_paused(dag_id, True)
+            running.update(task["id"] for task in self.running_tasks(dag_id))
             self.fail_active_runs(dag_id)
+        deadline = time.monotonic() + timeout
+        while left := running & task_processes_here():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"task instances {sorted(left)} still run {timeout:.0f} s after their runs failed")
+            time.sleep(0.5)
 
     def trigger(self, dag_id: str) -> str:
         """Trigger a run as the UI's and CLI's trigger does by default, without a logical date; returns its id."""

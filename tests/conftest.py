@@ -43,8 +43,9 @@ def pg_module():
 
 @pytest.fixture(scope="session")
 def pipeline_paused():
-    """Pause the pipeline's DAGs and fail their active runs: a running pipeline would take the tests' pending
-    transactions and consume the pipeline's groups under them. `make run` unpauses them again."""
+    """Pause the pipeline's DAGs, fail their active runs and wait for their tasks to end: a running pipeline would
+    take the tests' pending transactions and consume the pipeline's groups under them. `make run` unpauses
+    produce, clear and settle again."""
     from include.airflow_control import AirflowApi
 
     AirflowApi().stop_pipeline()
