@@ -73,6 +73,7 @@ def test_running_every_dag_again_with_redelivered_messages_changes_nothing(scena
     before = scenario.ledger_snapshot()
     records = [f"settlement:{scenario.id('T1')}", f"rejected:{scenario.id('T4')}"]
     redis_before = [redis_client.hgetall(key) for key in records]
+    assert all(redis_before), "settle wrote them in the first place"
     redis_client.delete(*records)  # as after a crash between settle's commit and its Redis write
     published_before = watermarks(topology.TRANSACTIONS_TOPIC)
 
