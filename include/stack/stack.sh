@@ -41,7 +41,14 @@ install_apt_packages() {
   command -v curl >/dev/null || missing+=(curl)
   [ ${#missing[@]} -eq 0 ] && return
   say "installing Debian packages: ${missing[*]}"
-  apt-get update -qq -o DPkg::Lock::Timeout=600
+  # apt-get update takes the package lists' lock without waiting (another apt, apt-daily say, may hold it)
+  local tries=1
+  until apt-get update -qq; do
+    [ $tries -lt 20 ] || die "apt-get update failed 20 times, 30 s apart"
+    say "apt-get update failed (another apt running?); trying again in 30 s"
+    sleep 30
+    tries=$((tries + 1))
+  done
   without_package_service_starts env DEBIAN_FRONTEND=noninteractive \
     apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=600 "${missing[@]}" >/dev/null
   # ... nor at the next boot, on a host that runs systemd: only the units this install brought
@@ -64,8 +71,9 @@ without_package_service_starts() {
   local status=0
   if [ -e "$POLICY_RC_D" ] && grep -qxF "$POLICY_MARK" "$POLICY_RC_D"; then rm -f "$POLICY_RC_D"; fi
   # noclobber: created only if absent, in one step
-  if ! (set -C; printf '#!/bin/sh\n%s\ncase "$1" in postgresql*|redis-server*) exit 101 ;; esac\nexit 0\n' \
-          "$POLICY_MARK" >"$POLICY_RC_D") 2>/dev/null; then
+  # (invoke-rc.d may pass options, such as --quiet, before the service's name)
+  if ! (set -C; printf '%s\n' '#!/bin/sh' "$POLICY_MARK" 'while [ "${1#--}" != "$1" ]; do shift; done' \
+          'case "$1" in postgresql*|redis-server*) exit 101 ;; esac' 'exit 0' >"$POLICY_RC_D") 2>/dev/null; then
     "$@"
     return
   fi
@@ -377,17 +385,22 @@ start_services() {
   write_kafka_conf && kafka_conf_changed=1
   format_kafka_storage
   write_supervisor_conf "$PG_ROOT"
-  local airflow_stopped=0 changes
+  local airflow_stopped="" changes
   if supervisord_running; then
-    changes=$(supervisorctl reread)
+    changes=$(supervisorctl reread) || die "supervisorctl reread failed: $changes"
     # A change restarts what it touches (supervisorctl update stops a changed group, lowest priority first, and
-    # adds it again; a changed Redis or Kafka file restarts that program below). Airflow stops first, as in
-    # make stop, so that no task loses its database or broker mid-batch, and starts again once they are back.
-    if { grep -q ': changed' <<<"$changes" || [ $((redis_conf_changed + kafka_conf_changed)) -gt 0 ]; } &&
-       program_running 'airflow:*'; then
+    # adds it again; a changed Redis or Kafka file restarts that program below). The Airflow programs that run
+    # stop first, as in make stop, so that no task loses its database or broker mid-batch, and those start
+    # again once the services are back.
+    if grep -qE ': (changed|disappeared)$' <<<"$changes" || [ $((redis_conf_changed + kafka_conf_changed)) -gt 0 ]
+    then
+      airflow_stopped=$(supervisorctl status 'airflow:*' | awk '$2 == "RUNNING" {print $1}' | tr '\n' ' ') || true
+    fi
+    if [ -n "$airflow_stopped" ]; then
       say "stopping Airflow while the services take their new configuration"
-      supervisorctl stop 'airflow:*' >/dev/null
-      airflow_stopped=1
+      trap 'echo "==> Airflow was stopped for the change and stays stopped: make run starts it again" >&2' EXIT
+      # shellcheck disable=SC2086 # one argument per program
+      supervisorctl stop $airflow_stopped >/dev/null
     fi
     supervisorctl update >/dev/null
     if [ "$redis_conf_changed" -eq 1 ] && program_running services:redis; then
@@ -411,7 +424,11 @@ start_services() {
   python "$STACK_DIR/migrate.py" --seed
   wait_for Kafka 120 port_open "$LEDGERFLOW_KAFKA_PORT"
   python "$STACK_DIR/create_topics.py" --partitions "$LEDGERFLOW_TOPIC_PARTITIONS" $LEDGERFLOW_TOPICS
-  if [ $airflow_stopped -eq 1 ]; then supervisorctl start 'airflow:*' >/dev/null; fi
+  if [ -n "$airflow_stopped" ]; then
+    # shellcheck disable=SC2086
+    supervisorctl start $airflow_stopped >/dev/null
+    trap - EXIT
+  fi
 }
 
 api_server_healthy() { curl -fsS -m 5 "http://127.0.0.1:$LEDGERFLOW_AIRFLOW_PORT/api/v2/monitor/health"; }
