@@ -68,9 +68,13 @@ class AirflowApi:
             runs += response.json()["dag_runs"]
         return runs
 
-    def fail_active_runs(self, dag_id: str) -> None:
-        for run in self.active_runs(dag_id):
-            self.client.patch(f"/dags/{dag_id}/dagRuns/{run['dag_run_id']}", json={"state": "failed"}).raise_for_status()
+    def fail_active_runs(self, dag_id: str) -> list[dict]:
+        """Fail the DAG's queued and running runs; returns them."""
+        runs = self.active_runs(dag_id)
+        for run in runs:
+            response = self.client.patch(f"/dags/{dag_id}/dagRuns/{run['dag_run_id']}", json={"state": "failed"})
+            response.raise_for_status()
+        return runs
 
     def stop_pipeline(self, timeout: float = 60) -> None:
         """Pause every pipeline DAG, fail its active runs, and wait for their tasks' processes to end, so nothing
@@ -81,10 +85,9 @@ class AirflowApi:
         tasks = set()
         for dag_id in PIPELINE_DAGS:
             self.set_paused(dag_id, True)
-            runs = self.active_runs(dag_id)
-            self.fail_active_runs(dag_id)
-            # every task of those runs, in any state: one may have started between the listing and the failing
-            tasks.update(task["id"] for run in runs for task in self.task_instances(dag_id, run["dag_run_id"]))
+            # every task of the runs failed, whatever its state was: any of them may have a process still running
+            tasks.update(task["id"] for run in self.fail_active_runs(dag_id)
+                         for task in self.task_instances(dag_id, run["dag_run_id"]))
         deadline = time.monotonic() + timeout
         while left := tasks & task_processes_here():
             if time.monotonic() > deadline:
