@@ -5,10 +5,13 @@ transfer between sample accounts, and deletes it), so they can run against the d
 session pauses the pipeline first (tests/conftest.py), as a running pipeline would take their pending transfers.
 """
 
+import time
 import uuid
 from decimal import Decimal
 
 import pytest
+
+from tests.conftest import open_pg
 
 
 # the reason a repair script would give for moving a transaction to each status
@@ -89,6 +92,23 @@ def refused_and_rolled_back(conn, statement: str, error, match: str, params=None
     with pytest.raises(error, match=match), conn.transaction(force_rollback=True):
         conn.execute("SET LOCAL lock_timeout = '10s'")
         conn.execute(statement, params)
+
+
+def a_session_waits_for(holder, seconds: float = 10) -> bool:
+    """Whether another session waits, within `seconds`, for a lock that the connection `holder` holds (asked on a
+    connection of its own: a transaction sees pg_stat_activity as it was when it first looked). Any other session
+    waiting for any lock would not do: the database is shared, and the interleaving named would not be shown."""
+    conn = open_pg()
+    try:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if conn.execute("SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
+                            (holder.info.backend_pid,)).fetchone()[0]:
+                return True
+            time.sleep(0.05)
+        return False
+    finally:
+        conn.close()
 
 
 @pytest.fixture

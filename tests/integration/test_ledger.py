@@ -1,7 +1,6 @@
 """Guarded transitions and atomic settlement against the real PostgreSQL."""
 
 import threading
-import time
 from decimal import Decimal
 
 import psycopg
@@ -16,6 +15,7 @@ from ledgerflow.core.states import IllegalTransition, Status, StatusChange
 from ledgerflow.store import ledger as ledger_store
 from ledgerflow.store.ledger import LockedSettlement, settle, transition
 from tests.conftest import open_pg
+from tests.integration.conftest import a_session_waits_for
 
 AIRFLOW = AuditContext(changed_by="airflow", dag_id="ledgerflow_clear", run_id="manual__2026-11-25T09:00:00",
                        task_id="clear_batch", try_number=2, map_index=-1)
@@ -320,24 +320,6 @@ def test_the_next_batch_waits_through_a_refusal_and_finds_the_shared_transaction
     assert [len(ledger.audit(i)) for i in (settles, refused, new)] == [2, 2, 2]
     assert ledger.balances([source, destination]) == {source: D("10.00"), destination: D("90.00")}
     assert ledger.reconciliation_gaps([source, destination]) == []
-
-
-def a_session_waits_for(holder, seconds: float = 10) -> bool:
-    """Whether another session waits, within `seconds`, for a lock that the connection `holder` holds (asked on a
-    connection of its own: a transaction sees pg_stat_activity as it was when it first looked). Any other session
-    waiting for any lock would not do: the database is shared, and the interleaving named would not be shown."""
-    conn = PostgresHook(postgres_conn_id="ledgerflow_postgres").get_conn()
-    conn.autocommit = True
-    try:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if conn.execute("SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
-                            (holder.info.backend_pid,)).fetchone()[0]:
-                return True
-            time.sleep(0.05)
-        return False
-    finally:
-        conn.close()
 
 
 def test_a_refusal_that_a_credit_undoes_before_the_accounts_are_locked_again_still_marks_every_transfer(

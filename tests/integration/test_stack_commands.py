@@ -2,7 +2,6 @@
 
 import os
 import subprocess
-import time
 import uuid
 from contextlib import suppress
 
@@ -17,7 +16,8 @@ from include.stack.migrate import MIGRATIONS_LOCK, MIGRATIONS_UNLOCK
 from ledgerflow import topology
 from ledgerflow.store.kafka import (LedgerflowConsumerHook, LedgerflowProducerHook, commit, consume_batches,
                                     group_backlog, publish)
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, open_pg
+from tests.integration.conftest import a_session_waits_for
 
 STACK = str(REPO_ROOT / "include" / "stack" / "stack.sh")
 
@@ -32,18 +32,12 @@ def count(sql):
 
 def test_a_second_migration_run_waits_for_the_first_and_then_finds_nothing_to_do():
     """While one run holds the migrations' lock (as it does while it applies them), another waits for it."""
-    holder = PostgresHook(postgres_conn_id="ledgerflow_postgres").get_conn()
-    holder.autocommit = True
+    holder = open_pg()
     second = None
     try:
         holder.execute(MIGRATIONS_LOCK)
         second = subprocess.Popen([STACK, "migrate"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 60
-        while not holder.execute("SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
-                                 (holder.info.backend_pid,)).fetchone()[0]:
-            assert second.poll() is None, f"it did not wait: {second.communicate()}"
-            assert time.monotonic() < deadline, "no session waited for the migrations' lock"
-            time.sleep(0.05)
+        assert a_session_waits_for(holder, seconds=60), f"it did not wait: {second.poll()}"
         holder.execute(MIGRATIONS_UNLOCK)
         stdout, stderr = second.communicate(timeout=120)
     finally:
