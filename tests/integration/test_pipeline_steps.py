@@ -567,6 +567,16 @@ def test_a_settlement_whose_dead_letters_are_not_delivered_is_rolled_back_and_lo
     assert [type(o) for o in settle(ledger.conn, [cleared], CONTEXT).outcomes] == [Settled]
 
 
+def run_settle(topics, group_id: str, run_id: str, **settings) -> dict:
+    """One run of the settle operator on the test's topics, as a task instance of run `run_id` runs it; `settings`
+    override the operator's (by default Redis is the stack's and a run ends a second after its topic is idle)."""
+    ti = SimpleNamespace(dag_id="tests", run_id=run_id, task_id="settle", try_number=1, map_index=-1)
+    return SettleTransactionsOperator(
+        task_id="settle", topic=topics["in"], group_id=group_id, dead_letter_topic=topics["dlq"],
+        kafka_config_id=topology.KAFKA_CONN_ID, postgres_conn_id=topology.POSTGRES_CONN_ID,
+        **{"redis_conn_id": topology.REDIS_CONN_ID, "idle_timeout": 1, **settings}).execute({"ti": ti})
+
+
 def test_settle_drains_batch_after_batch_on_its_connections_in_turn_and_settles_a_redelivery_once(
         topics, producer, ledger):
     """Batches of 2: each batch's transactions are locked while the one before settles, on connections
@@ -576,13 +586,8 @@ def test_settle_drains_batch_after_batch_on_its_connections_in_turn_and_settles_
     outcome = {i: cleared_message(ledger, i, "10.00", source, destination) for i in ids}
     publish(producer, topics["in"], [(source.encode(), outcome[i]) for i in [*ids, ids[2]]])
     group_id = f"test-{uuid.uuid4().hex[:8]}"
-    operator = SettleTransactionsOperator(
-        task_id="settle", topic=topics["in"], group_id=group_id, dead_letter_topic=topics["dlq"],
-        kafka_config_id=topology.KAFKA_CONN_ID, postgres_conn_id=topology.POSTGRES_CONN_ID,
-        redis_conn_id=topology.REDIS_CONN_ID, batch_size=2, idle_timeout=1)
-    ti = SimpleNamespace(dag_id="tests", run_id="test_settle_drains", task_id="settle", try_number=1, map_index=-1)
 
-    summary = operator.execute({"ti": ti})
+    summary = run_settle(topics, group_id, "test_settle_drains", batch_size=2)
 
     assert (summary["batches"], summary["settled"], summary["already_done"], summary["projected"]) == (4, 7, 1, 8)
     assert ledger.balances([source, destination]) == {source: Decimal("930.00"), destination: Decimal("70.00")}
@@ -591,9 +596,7 @@ def test_settle_drains_batch_after_batch_on_its_connections_in_turn_and_settles_
     redis_client = RedisHook(redis_conn_id=topology.REDIS_CONN_ID).get_conn()
     assert [redis_client.hget(f"settlement:{i}", "from_balance_after") for i in ids] == [
         f"{990 - 10 * n}.00".encode() for n in range(7)]
-    watcher = consumer_of(topics["in"], group_id)
-    assert backlog(watcher, topics["in"]) == 0
-    watcher.close()
+    assert group_backlog(topics["in"], group_id, topology.KAFKA_CONN_ID) == 0
 
 
 def test_settle_behind_a_session_that_holds_its_rows_fails_after_the_lock_timeout_and_settles_later(
@@ -604,14 +607,7 @@ def test_settle_behind_a_session_that_holds_its_rows_fails_after_the_lock_timeou
     [cleared] = ledger.transactions((source, destination, "10.00"), status="cleared")
     publish(producer, topics["in"], [(source.encode(), cleared_message(ledger, cleared, "10.00", source, destination))])
     group_id = f"test-{uuid.uuid4().hex[:8]}"
-    ti = SimpleNamespace(dag_id="tests", run_id="test_settle_lock_timeout", task_id="settle", try_number=1,
-                         map_index=-1)
-
-    def settle_run():
-        return SettleTransactionsOperator(
-            task_id="settle", topic=topics["in"], group_id=group_id, dead_letter_topic=topics["dlq"],
-            kafka_config_id=topology.KAFKA_CONN_ID, postgres_conn_id=topology.POSTGRES_CONN_ID,
-            redis_conn_id=topology.REDIS_CONN_ID, idle_timeout=1, lock_timeout=1).execute({"ti": ti})
+    settle_run = partial(run_settle, topics, group_id, "test_settle_lock_timeout", lock_timeout=1)
 
     holder = open_pg()
     try:
@@ -621,9 +617,7 @@ def test_settle_behind_a_session_that_holds_its_rows_fails_after_the_lock_timeou
             with pytest.raises(psycopg.errors.LockNotAvailable):
                 settle_run()
             assert time.monotonic() - started < 20
-        watcher = consumer_of(topics["in"], group_id)
-        assert backlog(watcher, topics["in"]) == 1
-        watcher.close()
+        assert group_backlog(topics["in"], group_id, topology.KAFKA_CONN_ID) == 1
         assert ledger.statuses([cleared]) == {cleared: "cleared"}
     finally:
         holder.close()
@@ -644,24 +638,16 @@ def test_a_settlement_redis_refuses_is_not_committed_and_its_redelivery_writes_t
     real = urlsplit(os.environ["AIRFLOW_CONN_LEDGERFLOW_REDIS"])
     monkeypatch.setenv("AIRFLOW_CONN_LEDGERFLOW_REDIS_WRONG_PASSWORD",
                        urlunsplit(real._replace(netloc=f":not-the-password@{real.hostname}:{real.port}")))
-    ti = SimpleNamespace(dag_id="tests", run_id="test_settle_redis_refuses", task_id="settle", try_number=1,
-                         map_index=-1)
-
-    def settle_run(redis_conn_id: str) -> dict:
-        return SettleTransactionsOperator(
-            task_id="settle", topic=topics["in"], group_id=group_id, dead_letter_topic=topics["dlq"],
-            kafka_config_id=topology.KAFKA_CONN_ID, postgres_conn_id=topology.POSTGRES_CONN_ID,
-            redis_conn_id=redis_conn_id, idle_timeout=1).execute({"ti": ti})
 
     with pytest.raises(redis.exceptions.AuthenticationError):
-        settle_run("ledgerflow_redis_wrong_password")
+        run_settle(topics, group_id, "test_settle_redis_refuses", redis_conn_id="ledgerflow_redis_wrong_password")
 
     assert ledger.statuses([cleared]) == {cleared: "settled"}
     assert group_backlog(topics["in"], group_id, topology.KAFKA_CONN_ID) == 1
     redis_client = RedisHook(redis_conn_id=topology.REDIS_CONN_ID).get_conn()
     assert not redis_client.exists(f"settlement:{cleared}")
 
-    summary = settle_run(topology.REDIS_CONN_ID)
+    summary = run_settle(topics, group_id, "test_settle_redis_refuses")
 
     assert (summary["settled"], summary["already_done"], summary["projected"]) == (0, 1, 1)
     assert group_backlog(topics["in"], group_id, topology.KAFKA_CONN_ID) == 0
