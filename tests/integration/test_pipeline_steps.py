@@ -804,6 +804,32 @@ def test_a_pending_transfer_deleted_while_its_batch_is_decided_is_dead_lettered_
     assert outcome.transaction_id == kept
 
 
+@pytest.mark.parametrize(("hand_change", "counts"), [
+    ("UPDATE transactions SET status = 'rejected', status_reason_code = 'REVIEW_DECLINED', "
+     "status_message = 'declined by hand' WHERE transaction_id = %s", [1, 1, 2, 0]),
+    ("DELETE FROM transactions WHERE transaction_id = %s", [1, 0, 1, 1])], ids=["rejected by hand", "deleted"])
+def test_a_transfer_taken_out_of_its_batch_while_it_is_decided_reserves_no_funds_for_the_rest(
+        topics, producer, ledger, hand_change, counts):
+    """Of 100.00, the batch's first transfer reserves 60.00, so its second (50.00) is refused. Once the first is
+    rejected or deleted by hand before the batch is recorded, the second is decided again without it, and clears."""
+    source, destination = ledger.accounts("100.00", "0.00")
+    taken_out, after = ledger.transactions((source, destination, "60.00"), (source, destination, "50.00"))
+    publish(producer, topics["in"], [(b"k", transaction_message(ledger, i, amount, source, destination))
+                                     for i, amount in ((taken_out, "60.00"), (after, "50.00"))])
+    decided = clear_batch(ledger.conn, producer, read_all(topics["in"], 2), load_rules(), CONTEXT, topics["out"],
+                          topics["dlq"], recording_conn=ledger.conn)
+    ledger.conn.execute(hand_change, (taken_out,))
+
+    result = decided.complete()
+
+    assert [result[k] for k in ("decided", "duplicates", "published", "dead_lettered")] == counts
+    assert ledger.conn.execute("SELECT status, available_balance FROM transactions WHERE transaction_id = %s",
+                               (after,)).fetchone() == ("cleared", Decimal("100.00"))
+    [outcome] = [o for o in (decode_cleared(m.value()) for m in read_all(topics["out"], counts[2]))
+                 if o.transaction_id == after]
+    assert (outcome.status, outcome.available_balance) == (Status.CLEARED, Decimal("100.00"))
+
+
 def test_clear_publishes_the_same_outcome_for_a_decision_and_for_its_redelivery(topics, producer, ledger):
     """clear publishes what it just decided from the decision; a redelivered message republishes what
     the ledger recorded. Subscribers must not be able to tell the two apart."""

@@ -93,19 +93,29 @@ def clear_batch(conn, producer, messages: list[Message], rules: RulesConfig, con
     # The transfer as the ledger has it, which the message's equals but may write differently (10.000 for 10.00),
     # scored from the ledger too: the message's score is produce's, from customers who may have been re-rated
     # since, and nothing else in the message that decides clearance goes unchecked.
-    scores = [_score(rows[m.transaction_id], customers, rules) for m in pending]
-    decisions = decide_clearance(
-        [ClearanceRequest(m.transaction_id, *rows[m.transaction_id][2:5], score)
-         for m, score in zip(pending, scores)],
-        accounts, rules)
+    scores = {m.transaction_id: _score(rows[m.transaction_id], customers, rules) for m in pending}
 
-    changes = [StatusChange(d.transaction_id, Status.PENDING, d.status, d.reason_code, d.message,
-                            risk_score=score, available_balance=d.available_balance)
-               for d, score in zip(decisions, scores)]
-    recording: list[tuple] = []  # the first follow-up's (applied ids, changed_at, re-read rows, vanished ids)
+    def decide(transaction_ids: list[str]) -> list[StatusChange]:
+        decisions = decide_clearance(
+            [ClearanceRequest(i, *rows[i][2:5], scores[i]) for i in transaction_ids], accounts, rules)
+        return [StatusChange(d.transaction_id, Status.PENDING, d.status, d.reason_code, d.message,
+                             risk_score=scores[d.transaction_id], available_balance=d.available_balance)
+                for d in decisions]
+
+    changes = decide([m.transaction_id for m in pending])
+    recording: list[tuple] = []  # the first follow-up's (changes, applied ids, changed_at, re-read rows, vanished ids)
 
     def record() -> dict[str, int]:
-        result = transition(recording_conn, changes, context)
+        recorded_changes = changes
+
+        def without_those_gone(still_pending: set[str]) -> list[StatusChange]:
+            # A transfer decided meanwhile (by hand, or by another batch) or deleted must not keep the funds its
+            # decision reserved: a later transfer from its source may have been refused for them.
+            nonlocal recorded_changes
+            recorded_changes = decide([m.transaction_id for m in pending if m.transaction_id in still_pending])
+            return recorded_changes
+
+        result = transition(recording_conn, changes, context, decide_again=without_those_gone)
         # the rest is re-read: a redelivery, or a transaction another batch or run decided meanwhile
         applied = set(result.applied)
         rest = [i for i in batch if i not in applied]
@@ -118,18 +128,17 @@ def clear_batch(conn, producer, messages: list[Message], rules: RulesConfig, con
             reread = [row for row in reread if row[0] not in missing_scores]
             reread += recording_conn.execute(SELECT_TRANSACTIONS, (list(missing_scores),)).fetchall()
         # A pending transaction deleted by hand after the batch was read is in neither the decisions applied nor
-        # the re-reading: its messages are dead-lettered, as they would have been had it gone before. (Funds its
-        # decision reserved may have refused a later transfer of its source in this batch; that refusal stands.)
+        # the re-reading: its messages are dead-lettered, as they would have been had it gone before.
         vanished = set(rest) - {row[0] for row in reread}
-        recording.append((applied, result.changed_at, reread, vanished))
+        recording.append((recorded_changes, applied, result.changed_at, reread, vanished))
         return {"decided": len(result.applied), "duplicates": len(rest) - len(vanished)}
 
     def publish_outcomes() -> dict[str, int]:
-        applied, changed_at, reread, vanished = recording[0]
+        recorded_changes, applied, changed_at, reread, vanished = recording[0]
         # What the ledger now records: the decisions just applied as they were written, the rest re-read.
-        recorded = {d.transaction_id: (d.transaction_id, d.status.value, *rows[d.transaction_id][2:5],
-                                       d.reason_code.value, d.message, score, d.available_balance, changed_at)
-                    for d, score in zip(decisions, scores) if d.transaction_id in applied}
+        recorded = {c.transaction_id: (c.transaction_id, c.new.value, *rows[c.transaction_id][2:5],
+                                       c.reason_code.value, c.message, c.risk_score, c.available_balance, changed_at)
+                    for c in recorded_changes if c.transaction_id in applied}
         recorded.update((row[0], row) for row in reread)
         outcomes = (_outcome(recorded[i], customers) for i in batch
                     if i not in vanished and recorded[i][1] in PUBLISHED_CLEARANCE_OUTCOMES)
