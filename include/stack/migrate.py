@@ -8,8 +8,10 @@ A recorded file whose text changed since it was applied stops the run: migration
 import argparse
 import hashlib
 import sys
+import time
 from pathlib import Path
 
+import psycopg
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 
 SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
@@ -23,9 +25,9 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 )"""
 
 
-def pending_migrations(applied: dict[str, str]) -> list[Path]:
+def pending_migrations(applied: dict[str, str], sql_dir: Path = SQL_DIR) -> list[Path]:
     pending = []
-    for path in sorted(SQL_DIR.glob("[0-9]*.sql")):
+    for path in sorted(sql_dir.glob("[0-9]*.sql")):
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         recorded = applied.get(path.name)
         if recorded is None:
@@ -42,27 +44,64 @@ MIGRATIONS_LOCK = "SELECT pg_advisory_lock(hashtext('ledgerflow schema migration
 MIGRATIONS_UNLOCK = "SELECT pg_advisory_unlock(hashtext('ledgerflow schema migrations'))"
 
 
-def migrate(conn) -> list[str]:
+# A migration's DDL waits for every transaction open on its tables, and while it waits every later statement on
+# them queues behind it: on a live pipeline, one session left in a transaction (a psql that never committed) would
+# stop every stage for as long as it stays. So each try waits at most LOCK_TIMEOUT for its locks, then lets the
+# queue through, pauses and tries again.
+LOCK_TIMEOUT_SECONDS = 2
+LOCK_TRIES = 30
+PAUSE_BETWEEN_TRIES_SECONDS = 1
+
+# The sessions a migration that gave up may have waited for: in a transaction for longer than a try waits.
+LONG_TRANSACTIONS = """
+SELECT pid, state, xact_start, left(query, 80) FROM pg_stat_activity
+ WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start < now() - make_interval(secs => %s)
+ ORDER BY xact_start"""
+
+
+def migrate(conn, sql_dir: Path = SQL_DIR, lock_timeout: float = LOCK_TIMEOUT_SECONDS,
+            tries: int = LOCK_TRIES) -> list[str]:
     conn.execute(MIGRATIONS_LOCK)
     try:
-        return _apply_pending(conn)
+        return _apply_pending(conn, sql_dir, lock_timeout, tries)
     finally:
         conn.execute(MIGRATIONS_UNLOCK)
 
 
-def _apply_pending(conn) -> list[str]:
+def _apply_pending(conn, sql_dir: Path, lock_timeout: float, tries: int) -> list[str]:
     with conn.transaction(), conn.cursor() as cur:
         cur.execute(CREATE_LEDGER)
         cur.execute("SELECT filename, sha256 FROM schema_migrations")
         applied = dict(cur.fetchall())
     names = []
-    for path in pending_migrations(applied):
-        with conn.transaction(), conn.cursor() as cur:  # one transaction per file
-            cur.execute(path.read_text())
-            cur.execute("INSERT INTO schema_migrations (filename, sha256) VALUES (%s, %s)",
-                        (path.name, hashlib.sha256(path.read_bytes()).hexdigest()))
+    for path in pending_migrations(applied, sql_dir):
+        for attempt in range(1, tries + 1):
+            try:
+                _apply(conn, path, lock_timeout)
+                break
+            except psycopg.errors.LockNotAvailable:
+                if attempt == tries:
+                    sys.exit(f"error: migration {path.name} did not get its locks in {tries} tries of "
+                             f"{lock_timeout} s; sessions in a transaction since before: "
+                             f"{_long_transactions(conn, lock_timeout) or 'none now'}. End them, or run again.")
+                print(f"==> migration {path.name} waits for a lock another session holds (try {attempt} of {tries})",
+                      file=sys.stderr)
+                time.sleep(PAUSE_BETWEEN_TRIES_SECONDS)
         names.append(path.name)
     return names
+
+
+def _apply(conn, path: Path, lock_timeout: float) -> None:
+    with conn.transaction(), conn.cursor() as cur:  # one transaction per file
+        cur.execute("SELECT set_config('lock_timeout', %s, true)", (f"{int(lock_timeout * 1000)}ms",))
+        cur.execute(path.read_text())
+        cur.execute("INSERT INTO schema_migrations (filename, sha256) VALUES (%s, %s)",
+                    (path.name, hashlib.sha256(path.read_bytes()).hexdigest()))
+
+
+def _long_transactions(conn, seconds: float) -> str:
+    return "; ".join(f"pid {pid} ({state} since {started:%H:%M:%S}: {query})"
+                     for pid, state, started, query in conn.execute(LONG_TRANSACTIONS, (seconds,)).fetchall())
 
 
 def main() -> None:

@@ -2,17 +2,19 @@
 
 import os
 import subprocess
+import threading
 import uuid
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 
 import psycopg
+import pytest
 import redis
 from airflow.providers.apache.kafka.hooks.client import KafkaAdminClientHook
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 from confluent_kafka import KafkaException
 from psycopg import sql
 
-from include.stack.migrate import MIGRATIONS_LOCK, MIGRATIONS_UNLOCK
+from include.stack.migrate import MIGRATIONS_LOCK, MIGRATIONS_UNLOCK, migrate
 from ledgerflow import topology
 from ledgerflow.store.kafka import (LedgerflowConsumerHook, LedgerflowProducerHook, commit, consume_batches,
                                     group_backlog, publish)
@@ -47,6 +49,66 @@ def test_a_second_migration_run_waits_for_the_first_and_then_finds_nothing_to_do
 
     assert second.returncode == 0, stderr
     assert "schema is up to date" in stdout
+
+
+@contextmanager
+def a_schema_with_a_table_and_a_migration_of_it(tmp_path):
+    """A schema of its own (dropped on exit) with a table `t`, a connection whose search path is that schema (so
+    migrate keeps its schema_migrations there), and a directory holding one migration that alters `t`."""
+    schema = f"migration_lock_{uuid.uuid4().hex[:8]}"
+    conn = open_pg()
+    try:
+        conn.execute(f"CREATE SCHEMA {schema}")
+        conn.execute(f"CREATE TABLE {schema}.t (id int)")
+        conn.execute(f"SET search_path TO {schema}")
+        (tmp_path / "0001_alter_t.sql").write_text("ALTER TABLE t ADD COLUMN added int")
+        yield schema, conn, tmp_path
+    finally:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        conn.close()
+
+
+def test_a_migration_waiting_for_a_lock_lets_the_statements_behind_it_through_then_applies(tmp_path):
+    """A session holds the table the migration alters. Without a lock timeout the migration would wait for it in the
+    lock queue, and a read of the table would queue behind the migration until that session ends (the read's
+    statement timeout fails it). With it, the read goes through between the migration's tries, and the migration is
+    applied once the session ends."""
+    with a_schema_with_a_table_and_a_migration_of_it(tmp_path) as (schema, conn, sql_dir):
+        holder, reader = open_pg(), open_pg()
+        applied = []
+        try:
+            holder.execute("BEGIN")
+            holder.execute(f"SELECT FROM {schema}.t")
+            migrating = threading.Thread(target=lambda: applied.append(migrate(conn, sql_dir, lock_timeout=0.5)))
+            migrating.start()
+            assert a_session_waits_for(holder, seconds=30)
+            reader.execute("SET statement_timeout = '10s'")
+            assert reader.execute(f"SELECT count(*) FROM {schema}.t").fetchone() == (0,)
+            holder.execute("COMMIT")
+            migrating.join(timeout=60)
+        finally:
+            holder.close()
+            reader.close()
+
+        assert applied == [["0001_alter_t.sql"]]
+        assert conn.execute("SELECT count(*) FROM information_schema.columns WHERE table_schema = %s "
+                            "AND table_name = 't' AND column_name = 'added'", (schema,)).fetchone() == (1,)
+
+
+def test_a_migration_that_never_gets_its_lock_gives_up_and_names_the_session_holding_it(tmp_path):
+    with a_schema_with_a_table_and_a_migration_of_it(tmp_path) as (schema, conn, sql_dir):
+        holder = open_pg()
+        try:
+            holder.execute("BEGIN")
+            holder.execute(f"SELECT FROM {schema}.t")
+            conn.execute("SET statement_timeout = '30s'")  # a migration that waits for good fails the test
+            with pytest.raises(SystemExit, match=f"0001_alter_t.sql did not get its locks in 2 tries.*"
+                                                 f"pid {holder.info.backend_pid} \\(idle in transaction"):
+                migrate(conn, sql_dir, lock_timeout=0.2, tries=2)
+        finally:
+            holder.close()
+
+        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (0,)
 
 
 def test_applying_the_migrations_again_is_a_no_op():
