@@ -50,31 +50,33 @@ def test_a_batch_of_transitions_applies_each_once_even_if_listed_twice(ledger):
     assert [len(ledger.audit(i)) for i in ids] == [1, 1, 1]
 
 
-def test_changes_decided_together_are_decided_again_without_a_transaction_that_left_its_status(ledger):
-    """A change whose transaction left its expected status is a duplicate; the rest are decided again, under the
-    rows' locks, from the ids still expected, and what that decision returns is applied."""
+def test_changes_decided_together_are_decided_again_once_a_transaction_left_its_status(ledger):
+    """A change whose transaction left its expected status (or the ledger) is a duplicate; the rest are decided
+    again, under the rows' locks, from the statuses they have, and of what that decision returns only changes of the
+    given transactions still in their expected status are applied: not the moved one, nor one outside the batch."""
     accounts = ledger.accounts("100.00", "0.00")
-    moved, deleted, kept = ledger.transactions(*[(accounts[0], accounts[1], "1.00")] * 3)
+    moved, deleted, kept, outside = ledger.transactions(*[(accounts[0], accounts[1], "1.00")] * 4)
     transition(ledger.conn, [cleared(moved)], AIRFLOW)
     ledger.conn.execute("DELETE FROM transactions WHERE transaction_id = %s", (deleted,))
     asked_with = []
 
-    def decide_again(still_expected):
-        asked_with.append(still_expected)
-        return [StatusChange(kept, Status.PENDING, Status.REJECTED, ReasonCode.INSUFFICIENT_FUNDS, "decided again")]
+    def decide_again(current):
+        asked_with.append(current)
+        return [StatusChange(i, Status.PENDING, Status.REJECTED, ReasonCode.INSUFFICIENT_FUNDS, "decided again")
+                for i in (moved, kept, outside)]
 
     result = transition(ledger.conn, [cleared(i) for i in (moved, deleted, kept)], AIRFLOW, decide_again=decide_again)
 
-    assert asked_with == [{kept}]
+    assert asked_with == [{moved: Status.CLEARED, kept: Status.PENDING}]
     assert (result.applied, result.duplicates) == ([kept], [moved, deleted])
-    assert ledger.statuses([moved, kept]) == {moved: "cleared", kept: "rejected"}
+    assert ledger.statuses([moved, kept, outside]) == {moved: "cleared", kept: "rejected", outside: "pending"}
 
 
 def test_changes_whose_transactions_are_all_as_expected_are_not_decided_again(ledger):
     accounts = ledger.accounts("100.00", "0.00")
     ids = ledger.transactions(*[(accounts[0], accounts[1], "1.00")] * 2)
 
-    result = transition(ledger.conn, [cleared(i) for i in ids], AIRFLOW, decide_again=lambda still: pytest.fail())
+    result = transition(ledger.conn, [cleared(i) for i in ids], AIRFLOW, decide_again=lambda current: pytest.fail())
 
     assert result.applied == ids
 

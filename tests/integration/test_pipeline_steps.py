@@ -830,6 +830,32 @@ def test_a_transfer_taken_out_of_its_batch_while_it_is_decided_reserves_no_funds
     assert (outcome.status, outcome.available_balance) == (Status.CLEARED, Decimal("100.00"))
 
 
+def test_a_transfer_a_batch_before_cleared_keeps_its_reservation_in_the_batch_decided_beside_it(
+        topics, producer, ledger):
+    """The batch before cleared the first transfer (60.00 of 100.00) while this one, which holds it too, was
+    decided: it takes its amount all the same, so this batch's second transfer (50.00) is still refused."""
+    source, destination = ledger.accounts("100.00", "0.00")
+    first, second = ledger.transactions((source, destination, "60.00"), (source, destination, "50.00"))
+    publish(producer, topics["in"], [(b"k", transaction_message(ledger, i, amount, source, destination))
+                                     for i, amount in ((first, "60.00"), (second, "50.00"))])
+    messages = read_all(topics["in"], 2)
+    recording = open_pg()
+    try:
+        before = clear_batch(ledger.conn, producer, messages[:1], load_rules(), CONTEXT, topics["out"], topics["dlq"],
+                             recording_conn=recording)
+        beside = clear_batch(ledger.conn, producer, messages, load_rules(), CONTEXT, topics["out"], topics["dlq"],
+                             recording_conn=recording)
+        before.complete()
+        result = beside.complete()
+    finally:
+        recording.close()
+
+    assert [result[k] for k in ("decided", "duplicates")] == [1, 1]
+    assert ledger.statuses([first, second]) == {first: "cleared", second: "rejected"}
+    assert ledger.conn.execute("SELECT status_reason_code FROM transactions WHERE transaction_id = %s",
+                               (second,)).fetchone() == ("INSUFFICIENT_FUNDS",)
+
+
 def test_clear_publishes_the_same_outcome_for_a_decision_and_for_its_redelivery(topics, producer, ledger):
     """clear publishes what it just decided from the decision; a redelivered message republishes what
     the ledger recorded. Subscribers must not be able to tell the two apart."""

@@ -15,6 +15,10 @@ from ledgerflow.pipeline.produce import customers_of
 from ledgerflow.store.kafka import dead_letter, publish
 from ledgerflow.store.ledger import account_holders, record_missing_risk_scores, transition
 
+# The statuses of a transfer whose amount leaves its source, or is about to: pending (decided in this batch),
+# cleared (on its way to settle) and settled.
+STILL_TAKING_FUNDS = {Status.PENDING, Status.CLEARED, Status.CLEARED_WITH_CONDITIONS, Status.SETTLED}
+
 SELECT_TRANSACTIONS = """
 SELECT transaction_id, status, amount, from_account, to_account, status_reason_code, status_message,
        risk_score, available_balance, status_changed_at
@@ -108,14 +112,17 @@ def clear_batch(conn, producer, messages: list[Message], rules: RulesConfig, con
     def record() -> dict[str, int]:
         recorded_changes = changes
 
-        def without_those_gone(still_pending: set[str]) -> list[StatusChange]:
-            # A transfer decided meanwhile (by hand, or by another batch) or deleted must not keep the funds its
-            # decision reserved: a later transfer from its source may have been refused for them.
+        def without_those_taken_out(current: dict[str, Status]) -> list[StatusChange]:
+            # A transfer rejected, sent to review or deleted meanwhile (by hand) must not keep the funds its decision
+            # reserved: a later transfer from its source may have been refused for them. One cleared meanwhile (by a
+            # batch before this one) takes its amount, and its reservation stands.
             nonlocal recorded_changes
-            recorded_changes = decide([m.transaction_id for m in pending if m.transaction_id in still_pending])
+            recorded_changes = [c for c in decide([m.transaction_id for m in pending
+                                                   if current.get(m.transaction_id) in STILL_TAKING_FUNDS])
+                                if current[c.transaction_id] == Status.PENDING]
             return recorded_changes
 
-        result = transition(recording_conn, changes, context, decide_again=without_those_gone)
+        result = transition(recording_conn, changes, context, decide_again=without_those_taken_out)
         # the rest is re-read: a redelivery, or a transaction another batch or run decided meanwhile
         applied = set(result.applied)
         rest = [i for i in batch if i not in applied]

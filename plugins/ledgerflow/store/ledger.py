@@ -173,27 +173,31 @@ def _apply_status_changes(cursor, changes: Sequence[StatusChange]) -> Transition
 
 
 def transition(conn, changes: Iterable[StatusChange], context: AuditContext, *,
-               decide_again: Callable[[set[str]], Iterable[StatusChange]] | None = None) -> TransitionResult:
+               decide_again: Callable[[dict[str, Status]], Iterable[StatusChange]] | None = None) -> TransitionResult:
     """Apply guarded transitions in one statement and one database transaction. A change whose
     transaction is no longer in its expected status is reported as a duplicate and changes nothing.
 
     Changes decided together may depend on each other (a transfer cleared reserves funds the next one from its
     source cannot have). If some transactions have left their expected status (or the ledger), and
-    `decide_again` is given, it is called under the rows' locks with the ids of those still in it, and the
-    changes it returns are applied instead."""
+    `decide_again` is given, it is called under the rows' locks with the statuses of those in the ledger, and of
+    the changes it returns, those of the given transactions still in their expected status are applied instead."""
     changes = _first_per_transaction(changes, lambda c: c.transaction_id)
+    ids = [c.transaction_id for c in changes]
     with conn.transaction(), conn.cursor() as cursor:
         _set_audit_context(cursor, context)
-        cursor.execute(LOCK_IN_ORDER_READING_STATUSES, ([c.transaction_id for c in changes],))
-        current = dict(cursor.fetchall())
-        still_expected = {c.transaction_id for c in changes if current.get(c.transaction_id) == c.expected}
-        if decide_again is None or len(still_expected) == len(changes):
+        if decide_again is None:
+            cursor.execute(LOCK_IN_ORDER, (ids,))
             return _apply_status_changes(cursor, changes)
-        result = _apply_status_changes(
-            cursor, _first_per_transaction(decide_again(still_expected), lambda c: c.transaction_id))
+        cursor.execute(LOCK_IN_ORDER_READING_STATUSES, (ids,))
+        current = {transaction_id: Status(status) for transaction_id, status in cursor.fetchall()}
+        if all(current.get(c.transaction_id) == c.expected for c in changes):
+            return _apply_status_changes(cursor, changes)
+        locked = set(ids)  # only rows locked in order may change: a row locked out of order could deadlock
+        result = _apply_status_changes(cursor, [
+            c for c in _first_per_transaction(decide_again(current), lambda c: c.transaction_id)
+            if c.transaction_id in locked and current.get(c.transaction_id) == c.expected])
         applied = set(result.applied)
-        return TransitionResult(result.applied, [c.transaction_id for c in changes if c.transaction_id not in applied],
-                                result.changed_at)
+        return TransitionResult(result.applied, [i for i in ids if i not in applied], result.changed_at)
 
 
 class LockedSettlement:
