@@ -46,17 +46,24 @@ MIGRATIONS_UNLOCK = "SELECT pg_advisory_unlock(hashtext('ledgerflow schema migra
 
 # A migration's DDL waits for every transaction open on its tables, and while it waits every later statement on
 # them queues behind it: on a live pipeline, one session left in a transaction (a psql that never committed) would
-# stop every stage for as long as it stays. So each try waits at most LOCK_TIMEOUT for its locks, then lets the
-# queue through, pauses and tries again.
+# stop every stage for as long as it stays. So each of a try's lock waits ends after LOCK_TIMEOUT: the try is
+# rolled back, which lets the queue through, and after a pause the migration tries again. A deadlock with the
+# pipeline (a migration that locks accounts before transactions, against its order) is tried again too.
 LOCK_TIMEOUT_SECONDS = 2
 LOCK_TRIES = 30
 PAUSE_BETWEEN_TRIES_SECONDS = 1
+TRIED_AGAIN = (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected)
 
-# The sessions a migration that gave up may have waited for: in a transaction for longer than a try waits.
-LONG_TRANSACTIONS = """
-SELECT pid, state, xact_start, left(query, 80) FROM pg_stat_activity
- WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start < now() - make_interval(secs => %s)
+# The sessions a migration that gave up may have waited for: in a transaction since before its first try.
+TRANSACTIONS_OPEN_SINCE = """
+SELECT pid, state, xact_start, regexp_replace(left(query, 80), '\\s+', ' ', 'g') FROM pg_stat_activity
+ WHERE datname = current_database() AND backend_type = 'client backend' AND pid <> pg_backend_pid()
+   AND xact_start < %s
  ORDER BY xact_start"""
+
+
+class MigrationError(Exception):
+    """A migration could not be applied; the message says why and what to do."""
 
 
 def migrate(conn, sql_dir: Path = SQL_DIR, lock_timeout: float = LOCK_TIMEOUT_SECONDS,
@@ -75,15 +82,18 @@ def _apply_pending(conn, sql_dir: Path, lock_timeout: float, tries: int) -> list
         applied = dict(cur.fetchall())
     names = []
     for path in pending_migrations(applied, sql_dir):
+        first_try = conn.execute("SELECT clock_timestamp()").fetchone()[0]
         for attempt in range(1, tries + 1):
             try:
                 _apply(conn, path, lock_timeout)
                 break
-            except psycopg.errors.LockNotAvailable:
+            except TRIED_AGAIN as error:
                 if attempt == tries:
-                    sys.exit(f"error: migration {path.name} did not get its locks in {tries} tries of "
-                             f"{lock_timeout} s; sessions in a transaction since before: "
-                             f"{_long_transactions(conn, lock_timeout) or 'none now'}. End them, or run again.")
+                    raise MigrationError(
+                        f"migration {path.name} did not get its locks in {tries} tries ({type(error).__name__}); "
+                        f"sessions in a transaction since before the first: "
+                        f"{_transactions_open_since(conn, first_try) or 'none now'}. End them, or run again."
+                    ) from error
                 print(f"==> migration {path.name} waits for a lock another session holds (try {attempt} of {tries})",
                       file=sys.stderr)
                 time.sleep(PAUSE_BETWEEN_TRIES_SECONDS)
@@ -93,15 +103,16 @@ def _apply_pending(conn, sql_dir: Path, lock_timeout: float, tries: int) -> list
 
 def _apply(conn, path: Path, lock_timeout: float) -> None:
     with conn.transaction(), conn.cursor() as cur:  # one transaction per file
-        cur.execute("SELECT set_config('lock_timeout', %s, true)", (f"{int(lock_timeout * 1000)}ms",))
+        # at least 1 ms: 0 would mean no limit at all
+        cur.execute("SELECT set_config('lock_timeout', %s, true)", (f"{max(1, round(lock_timeout * 1000))}ms",))
         cur.execute(path.read_text())
         cur.execute("INSERT INTO schema_migrations (filename, sha256) VALUES (%s, %s)",
                     (path.name, hashlib.sha256(path.read_bytes()).hexdigest()))
 
 
-def _long_transactions(conn, seconds: float) -> str:
+def _transactions_open_since(conn, moment) -> str:
     return "; ".join(f"pid {pid} ({state} since {started:%H:%M:%S}: {query})"
-                     for pid, state, started, query in conn.execute(LONG_TRANSACTIONS, (seconds,)).fetchall())
+                     for pid, state, started, query in conn.execute(TRANSACTIONS_OPEN_SINCE, (moment,)).fetchall())
 
 
 def main() -> None:
@@ -117,6 +128,8 @@ def main() -> None:
         if args.seed:
             with conn.transaction(), conn.cursor() as cur:
                 cur.execute(SAMPLE_DATA.read_text())
+    except MigrationError as error:
+        sys.exit(f"error: {error}")
     finally:
         conn.close()
 

@@ -14,7 +14,7 @@ from airflow.providers.postgres.hooks.postgres import PostgresHook
 from confluent_kafka import KafkaException
 from psycopg import sql
 
-from include.stack.migrate import MIGRATIONS_LOCK, MIGRATIONS_UNLOCK, migrate
+from include.stack.migrate import MIGRATIONS_LOCK, MIGRATIONS_UNLOCK, MigrationError, migrate
 from ledgerflow import topology
 from ledgerflow.store.kafka import (LedgerflowConsumerHook, LedgerflowProducerHook, commit, consume_batches,
                                     group_backlog, publish)
@@ -95,6 +95,31 @@ def test_a_migration_waiting_for_a_lock_lets_the_statements_behind_it_through_th
                             "AND table_name = 't' AND column_name = 'added'", (schema,)).fetchone() == (1,)
 
 
+def test_a_migration_in_a_deadlock_is_tried_again_and_applied(tmp_path):
+    """The migration locks t and then waits for u, which a session holds; that session then asks for t. PostgreSQL
+    ends the deadlock by failing the migration's try (it has waited longest), and the next try applies it."""
+    with a_schema_with_a_table_and_a_migration_of_it(tmp_path) as (schema, conn, sql_dir):
+        conn.execute(f"CREATE TABLE {schema}.u (id int)")
+        (sql_dir / "0001_alter_t.sql").write_text("LOCK TABLE t IN ACCESS EXCLUSIVE MODE; "
+                                                  "LOCK TABLE u IN ACCESS EXCLUSIVE MODE; "
+                                                  "ALTER TABLE t ADD COLUMN added int")
+        holder = open_pg()
+        applied = []
+        try:
+            holder.execute("BEGIN")
+            holder.execute(f"SELECT FROM {schema}.u")
+            migrating = threading.Thread(target=lambda: applied.append(migrate(conn, sql_dir, lock_timeout=10)))
+            migrating.start()
+            assert a_session_waits_for(holder, seconds=30)
+            holder.execute(f"SELECT FROM {schema}.t")  # waits for the migration until its try is failed
+            holder.execute("COMMIT")
+            migrating.join(timeout=60)
+        finally:
+            holder.close()
+
+        assert applied == [["0001_alter_t.sql"]]
+
+
 def test_a_migration_that_never_gets_its_lock_gives_up_and_names_the_session_holding_it(tmp_path):
     with a_schema_with_a_table_and_a_migration_of_it(tmp_path) as (schema, conn, sql_dir):
         holder = open_pg()
@@ -102,8 +127,9 @@ def test_a_migration_that_never_gets_its_lock_gives_up_and_names_the_session_hol
             holder.execute("BEGIN")
             holder.execute(f"SELECT FROM {schema}.t")
             conn.execute("SET statement_timeout = '30s'")  # a migration that waits for good fails the test
-            with pytest.raises(SystemExit, match=f"0001_alter_t.sql did not get its locks in 2 tries.*"
-                                                 f"pid {holder.info.backend_pid} \\(idle in transaction"):
+            with pytest.raises(MigrationError, match=f"0001_alter_t.sql did not get its locks in 2 tries "
+                                                     f"\\(LockNotAvailable\\).*pid {holder.info.backend_pid} "
+                                                     f"\\(idle in transaction since [0-9:]+: SELECT FROM {schema}.t\\)"):
                 migrate(conn, sql_dir, lock_timeout=0.2, tries=2)
         finally:
             holder.close()
