@@ -4,7 +4,7 @@ WITH_ENV := include/stack/with-env
 # psql on the pipeline database; arguments after it go to psql
 PSQL := $(WITH_ENV) bash -c 'PGPASSWORD="$$LEDGERFLOW_DB_PASSWORD" exec psql -h 127.0.0.1 -p "$$LEDGERFLOW_PG_PORT" -U "$$LEDGERFLOW_DB_USER" -d "$$LEDGERFLOW_DB_NAME" "$$@"' psql
 
-.PHONY: run test stop status waiting rewrite-records reset install migrate psql redis-cli secrets schemas check-rules bench
+.PHONY: run test stop status waiting rewrite-records reset install migrate psql redis-cli secrets schemas check-rules bench drill
 
 run:  ## install and start everything, run the pipeline on sample data, say where to look
 	@$(STACK) up
@@ -57,3 +57,7 @@ bench:  ## start everything, then stage rates and peak memory on a 100,000 backl
 	@$(STACK) up
 	@$(WITH_ENV) python -m include.bench.pipeline_bench stages $(BENCH_ARGS)
 	@$(WITH_ENV) python -m include.bench.pipeline_bench stages --hot $(BENCH_ARGS)
+
+drill:  ## start everything, then kill tasks and restart Kafka, Redis and PostgreSQL while the pipeline takes a load, and check its promises (DRILL_ARGS)
+	@$(STACK) up
+	@$(WITH_ENV) python -m include.bench.fault_drill $(DRILL_ARGS)

@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -23,18 +24,26 @@ PIPELINE_DAGS = ["ledgerflow_produce", "ledgerflow_clear", "ledgerflow_settle", 
 TASK_PROCESS_TITLE = re.compile(rb"airflow worker -- (?:LocalExecutor(?: \[[^]]*\])?: )?(\S+)")
 
 
+def _process_titles() -> Iterator[tuple[int, bytes]]:
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            yield int(cmdline.parent.name), cmdline.read_bytes().split(b"\0")[0]
+        except OSError:  # ended meanwhile
+            continue
+
+
 def task_processes_here() -> set[str]:
     """The ids of the task instances whose processes run on this machine; none where the tasks run elsewhere, in
     containers say."""
-    ids = set()
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            title = cmdline.read_bytes().split(b"\0")[0]
-        except OSError:  # ended meanwhile
-            continue
-        if match := TASK_PROCESS_TITLE.match(title):
-            ids.add(match.group(1).decode(errors="replace"))
-    return ids
+    return {match.group(1).decode(errors="replace")
+            for _, title in _process_titles() if (match := TASK_PROCESS_TITLE.match(title))}
+
+
+def task_process_ids_here() -> list[int]:
+    """The process ids of the tasks running on this machine: the tasks' own processes, not the executor's
+    workers that started them."""
+    return [pid for pid, title in _process_titles()
+            if TASK_PROCESS_TITLE.match(title) and not title.startswith(b"airflow worker -- LocalExecutor")]
 
 
 class DagTestFailed(AssertionError):
