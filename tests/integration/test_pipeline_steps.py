@@ -830,30 +830,36 @@ def test_a_transfer_taken_out_of_its_batch_while_it_is_decided_reserves_no_funds
     assert (outcome.status, outcome.available_balance) == (Status.CLEARED, Decimal("100.00"))
 
 
-def test_a_transfer_a_batch_before_cleared_keeps_its_reservation_in_the_batch_decided_beside_it(
+def test_a_transfer_a_batch_before_cleared_takes_its_amount_first_in_the_batch_decided_beside_it(
         topics, producer, ledger):
-    """The batch before cleared the first transfer (60.00 of 100.00) while this one, which holds it too, was
-    decided: it takes its amount all the same, so this batch's second transfer (50.00) is still refused."""
+    """Of 100.00, the batch before cleared the second transfer (60.00) on its own while this batch, which holds
+    it too, was decided: it takes its amount first, so this batch's first transfer (60.00) is refused, though this
+    batch had cleared it and refused the second, and the third (30.00) fits in what is left."""
     source, destination = ledger.accounts("100.00", "0.00")
-    first, second = ledger.transactions((source, destination, "60.00"), (source, destination, "50.00"))
+    first, second, third = ledger.transactions(
+        (source, destination, "60.00"), (source, destination, "60.00"), (source, destination, "30.00"))
     publish(producer, topics["in"], [(b"k", transaction_message(ledger, i, amount, source, destination))
-                                     for i, amount in ((first, "60.00"), (second, "50.00"))])
-    messages = read_all(topics["in"], 2)
+                                     for i, amount in ((second, "60.00"), (first, "60.00"), (second, "60.00"),
+                                                       (third, "30.00"))])
+    messages = read_all(topics["in"], 4)
     recording = open_pg()
     try:
         before = clear_batch(ledger.conn, producer, messages[:1], load_rules(), CONTEXT, topics["out"], topics["dlq"],
                              recording_conn=recording)
-        beside = clear_batch(ledger.conn, producer, messages, load_rules(), CONTEXT, topics["out"], topics["dlq"],
+        beside = clear_batch(ledger.conn, producer, messages[1:], load_rules(), CONTEXT, topics["out"], topics["dlq"],
                              recording_conn=recording)
         before.complete()
         result = beside.complete()
     finally:
         recording.close()
 
-    assert [result[k] for k in ("decided", "duplicates")] == [1, 1]
-    assert ledger.statuses([first, second]) == {first: "cleared", second: "rejected"}
-    assert ledger.conn.execute("SELECT status_reason_code FROM transactions WHERE transaction_id = %s",
-                               (second,)).fetchone() == ("INSUFFICIENT_FUNDS",)
+    assert [result[k] for k in ("decided", "duplicates")] == [2, 1]
+    assert ledger.conn.execute(
+        "SELECT transaction_id, status, status_reason_code, available_balance FROM transactions "
+        "WHERE transaction_id = ANY(%s) ORDER BY amount DESC, transaction_id = %s DESC", ([first, second, third], first)
+    ).fetchall() == [(first, "rejected", "INSUFFICIENT_FUNDS", Decimal("40.00")),
+                     (second, "cleared", "CLEARED", Decimal("100.00")),
+                     (third, "cleared", "CLEARED", Decimal("40.00"))]
 
 
 def test_clear_publishes_the_same_outcome_for_a_decision_and_for_its_redelivery(topics, producer, ledger):

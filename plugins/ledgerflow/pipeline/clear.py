@@ -1,5 +1,7 @@
 """clear: validate and decide a batch of published transactions, record the outcomes, publish them."""
 
+from dataclasses import replace
+
 from confluent_kafka import Message
 
 from ledgerflow.core.accounts import Account
@@ -15,9 +17,8 @@ from ledgerflow.pipeline.produce import customers_of
 from ledgerflow.store.kafka import dead_letter, publish
 from ledgerflow.store.ledger import account_holders, record_missing_risk_scores, transition
 
-# The statuses of a transfer whose amount leaves its source, or is about to: pending (decided in this batch),
-# cleared (on its way to settle) and settled.
-STILL_TAKING_FUNDS = {Status.PENDING, Status.CLEARED, Status.CLEARED_WITH_CONDITIONS, Status.SETTLED}
+# The statuses of a transfer whose amount has left its source, or is on its way to settle.
+TAKES_ITS_AMOUNT = {Status.CLEARED, Status.CLEARED_WITH_CONDITIONS, Status.SETTLED}
 
 SELECT_TRANSACTIONS = """
 SELECT transaction_id, status, amount, from_account, to_account, status_reason_code, status_message,
@@ -99,30 +100,35 @@ def clear_batch(conn, producer, messages: list[Message], rules: RulesConfig, con
     # since, and nothing else in the message that decides clearance goes unchecked.
     scores = {m.transaction_id: _score(rows[m.transaction_id], customers, rules) for m in pending}
 
-    def decide(transaction_ids: list[str]) -> list[StatusChange]:
+    def decide(transaction_ids: list[str], accounts: dict[str, Account]) -> list[StatusChange]:
         decisions = decide_clearance(
             [ClearanceRequest(i, *rows[i][2:5], scores[i]) for i in transaction_ids], accounts, rules)
         return [StatusChange(d.transaction_id, Status.PENDING, d.status, d.reason_code, d.message,
                              risk_score=scores[d.transaction_id], available_balance=d.available_balance)
                 for d in decisions]
 
-    changes = decide([m.transaction_id for m in pending])
+    changes = decide([m.transaction_id for m in pending], accounts)
     recording: list[tuple] = []  # the first follow-up's (changes, applied ids, changed_at, re-read rows, vanished ids)
 
     def record() -> dict[str, int]:
         recorded_changes = changes
 
-        def without_those_taken_out(current: dict[str, Status]) -> list[StatusChange]:
-            # A transfer rejected, sent to review or deleted meanwhile (by hand) must not keep the funds its decision
-            # reserved: a later transfer from its source may have been refused for them. One cleared meanwhile (by a
-            # batch before this one) takes its amount, and its reservation stands.
+        def without_those_decided_meanwhile(current: dict[str, Status]) -> list[StatusChange]:
+            # A transfer of the batch decided meanwhile (by hand, or by a batch before this one) that takes its amount
+            # takes it first: it was decided first. One rejected, sent to review or deleted takes nothing, so it must
+            # not keep funds reserved that a later transfer from its source may have been refused for. The transfers
+            # still pending are decided again against what is left.
             nonlocal recorded_changes
-            recorded_changes = [c for c in decide([m.transaction_id for m in pending
-                                                   if current.get(m.transaction_id) in STILL_TAKING_FUNDS])
-                                if current[c.transaction_id] == Status.PENDING]
+            left = dict(accounts)
+            for m in pending:
+                if current.get(m.transaction_id) in TAKES_ITS_AMOUNT:
+                    _, _, amount, from_account, *_ = rows[m.transaction_id]
+                    left[from_account] = replace(left[from_account], balance=left[from_account].balance - amount)
+            recorded_changes = decide([m.transaction_id for m in pending
+                                       if current.get(m.transaction_id) == Status.PENDING], left)
             return recorded_changes
 
-        result = transition(recording_conn, changes, context, decide_again=without_those_taken_out)
+        result = transition(recording_conn, changes, context, decide_again=without_those_decided_meanwhile)
         # the rest is re-read: a redelivery, or a transaction another batch or run decided meanwhile
         applied = set(result.applied)
         rest = [i for i in batch if i not in applied]
