@@ -25,6 +25,10 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 )"""
 
 
+class MigrationError(Exception):
+    """A migration could not be applied; the message says why and what to do."""
+
+
 def pending_migrations(applied: dict[str, str], sql_dir: Path = SQL_DIR) -> list[Path]:
     pending = []
     for path in sorted(sql_dir.glob("[0-9]*.sql")):
@@ -33,7 +37,7 @@ def pending_migrations(applied: dict[str, str], sql_dir: Path = SQL_DIR) -> list
         if recorded is None:
             pending.append(path)
         elif recorded != digest:
-            sys.exit(f"error: migration {path.name} was changed after it was applied; add a new migration instead")
+            raise MigrationError(f"migration {path.name} was changed after it was applied; add a new migration instead")
     return pending
 
 
@@ -60,10 +64,6 @@ SELECT pid, state, xact_start, regexp_replace(left(query, 80), '\\s+', ' ', 'g')
  WHERE datname = current_database() AND backend_type = 'client backend' AND pid <> pg_backend_pid()
    AND xact_start < %s
  ORDER BY xact_start"""
-
-
-class MigrationError(Exception):
-    """A migration could not be applied; the message says why and what to do."""
 
 
 def migrate(conn, sql_dir: Path = SQL_DIR, lock_timeout: float = LOCK_TIMEOUT_SECONDS,
@@ -94,8 +94,8 @@ def _apply_pending(conn, sql_dir: Path, lock_timeout: float, tries: int) -> list
                         f"sessions in a transaction since before the first: "
                         f"{_transactions_open_since(conn, first_try) or 'none now'}. End them, or run again."
                     ) from error
-                print(f"==> migration {path.name} waits for a lock another session holds (try {attempt} of {tries})",
-                      file=sys.stderr)
+                print(f"==> migration {path.name} did not get its locks ({type(error).__name__}); "
+                      f"try {attempt + 1} of {tries} follows", file=sys.stderr)
                 time.sleep(PAUSE_BETWEEN_TRIES_SECONDS)
         names.append(path.name)
     return names

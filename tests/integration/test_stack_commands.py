@@ -96,8 +96,9 @@ def test_a_migration_waiting_for_a_lock_lets_the_statements_behind_it_through_th
 
 
 def test_a_migration_in_a_deadlock_is_tried_again_and_applied(tmp_path):
-    """The migration locks t and then waits for u, which a session holds; that session then asks for t. PostgreSQL
-    ends the deadlock by failing the migration's try (it has waited longest), and the next try applies it."""
+    """The migration locks t and then waits for u, which a session holds; that session then asks for t, within the
+    1 s after which the migration's wait is checked for a deadlock. The check fails the migration's try, and the next
+    try applies it."""
     with a_schema_with_a_table_and_a_migration_of_it(tmp_path) as (schema, conn, sql_dir):
         conn.execute(f"CREATE TABLE {schema}.u (id int)")
         (sql_dir / "0001_alter_t.sql").write_text("LOCK TABLE t IN ACCESS EXCLUSIVE MODE; "
@@ -118,6 +119,18 @@ def test_a_migration_in_a_deadlock_is_tried_again_and_applied(tmp_path):
             holder.close()
 
         assert applied == [["0001_alter_t.sql"]]
+
+
+def test_a_migration_changed_after_it_was_applied_stops_the_run(tmp_path):
+    with a_schema_with_a_table_and_a_migration_of_it(tmp_path) as (_, conn, sql_dir):
+        assert migrate(conn, sql_dir) == ["0001_alter_t.sql"]
+        (sql_dir / "0001_alter_t.sql").write_text("ALTER TABLE t ADD COLUMN added bigint")
+        (sql_dir / "0002_next.sql").write_text("ALTER TABLE t ADD COLUMN next int")
+
+        with pytest.raises(MigrationError, match="0001_alter_t.sql was changed after it was applied"):
+            migrate(conn, sql_dir)
+
+        assert conn.execute("SELECT filename FROM schema_migrations").fetchall() == [("0001_alter_t.sql",)]
 
 
 def test_a_migration_that_never_gets_its_lock_gives_up_and_names_the_session_holding_it(tmp_path):
