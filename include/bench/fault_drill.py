@@ -3,13 +3,15 @@
     include/stack/with-env python -m include.bench.fault_drill [--count 150000] [--rate 2500] [--accounts 300]
 
 `make drill` runs it. It unpauses produce, clear and settle and inserts a stream of transfers between accounts
-whose balances refuse many of them. Every 4 to 9 s it injects one fault, chosen at random:
-  - SIGKILL to the process of a running task (two chances in three): its try fails, and its retry, or the
-    next run, takes its batch up again;
-  - a restart of Kafka, of Redis, or, once the inserts are done (their client does not reconnect), of PostgreSQL.
-The faults go on until a minute after the last insert. Then it waits until every transfer of the load is settled
-or rejected, and checks what the pipeline promises whatever was retried, redelivered or restarted (see CHECKS).
-It prints each fault and each check, and exits 1 if a check fails. The DAGs are paused afterwards as they were.
+whose balances refuse many of them. Every 4 to 9 s it injects one fault, in rounds of five in random order: three
+SIGKILLs to the process of a running task of this stack (its try fails, and its retry, or the next run, takes its
+batch up again), a restart of Kafka and one of Redis. The first fault once the inserts are done is a restart of
+PostgreSQL (the inserting client does not reconnect). The faults go on until a minute after the last insert. Then
+it waits until every transfer of the load is settled or rejected, and checks what the pipeline promises whatever
+was retried, redelivered or restarted (see CHECKS; some the schema enforces itself, and are there as backstops).
+It prints each fault and each check, and exits 1 if a check fails, a kind of fault never happened, or injecting
+one failed. The DAGs are paused afterwards as they were. The seed (printed) repeats the load and the faults'
+order, not their timing against the pipeline's.
 """
 
 import argparse
@@ -20,7 +22,8 @@ import subprocess
 import sys
 import threading
 import time
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
 
 import psycopg
 from airflow.providers.postgres.hooks.postgres import PostgresHook
@@ -33,7 +36,8 @@ from ledgerflow import topology
 
 SUPERVISORCTL = [f"{os.environ['LEDGERFLOW_VENV']}/bin/supervisorctl",
                  "-c", f"{os.environ['LEDGERFLOW_STATE']}/supervisor/supervisord.conf"]
-FAULTS = ["kill task"] * 6 + ["restart kafka", "restart redis", "restart postgres"]
+A_ROUND_OF_FAULTS = ["kill task"] * 3 + ["restart kafka", "restart redis"]
+FAULT_KINDS = {*A_ROUND_OF_FAULTS, "restart postgres"}
 FAULTS_AFTER_THE_INSERTS_SECONDS = 60
 
 # Each check counts the load's rows (accounts or transactions, under the prefix %(like)s) that break a promise.
@@ -83,28 +87,56 @@ def open_pg():
     return conn
 
 
-def inject_faults(until: threading.Event, inserting: threading.Event, rng: random.Random) -> list[str]:
-    """One fault every 4 to 9 s until `until` is set; PostgreSQL is restarted only once `inserting` is clear."""
-    faults, started = [], time.monotonic()
+def descends_from(pid: int, ancestor: int) -> bool:
+    while pid > 1:
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])  # its parent
+        except (OSError, IndexError, ValueError):  # ended meanwhile
+            return False
+        if pid == ancestor:
+            return True
+    return False
+
+
+def this_stacks_task_processes() -> list[int]:
+    """The processes of the running tasks of this stack's scheduler, not those of another stack on the machine."""
+    scheduler = int(subprocess.run([*SUPERVISORCTL, "pid", "airflow:airflow-scheduler"], check=True,
+                                   capture_output=True, text=True).stdout)
+    return sorted(pid for pid in task_process_ids_here() if descends_from(pid, scheduler))
+
+
+def restart(service: str) -> None:
+    result = subprocess.run([*SUPERVISORCTL, "restart", f"services:{service}"], capture_output=True, text=True)
+    if result.returncode:
+        raise RuntimeError(f"supervisorctl restart services:{service} failed: {result.stdout}{result.stderr}")
+
+
+def inject_faults(until: threading.Event, inserting: threading.Event, rng: random.Random, faults: list[str]) -> None:
+    """One fault every 4 to 9 s until `until` is set, appended to `faults` as it is done. PostgreSQL is restarted
+    once, first thing after `inserting` is clear."""
+    started, plan, postgres_restarted = time.monotonic(), [], False
     while not until.wait(rng.uniform(4, 9)):
-        fault = rng.choice(FAULTS)
-        if fault == "restart postgres" and inserting.is_set():
-            fault = rng.choice(FAULTS[:-1])
+        if not inserting.is_set() and not postgres_restarted:
+            fault, postgres_restarted = "restart postgres", True
+        else:
+            plan = plan or rng.sample(A_ROUND_OF_FAULTS, len(A_ROUND_OF_FAULTS))
+            fault = plan.pop()
         if fault == "kill task":
-            if not (pids := task_process_ids_here()):
+            if not (pids := this_stacks_task_processes()):
+                plan.append(fault)  # none runs now: the next fault kills one
                 continue
             pid = rng.choice(pids)
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:  # it ended meanwhile
+                plan.append(fault)
                 continue
-            fault = f"{fault} (pid {pid})"
+            detail = f" (pid {pid})"
         else:
-            subprocess.run([*SUPERVISORCTL, "restart", f"services:{fault.split()[1]}"], check=True,
-                           capture_output=True)
-        faults.append(f"{time.monotonic() - started:6.1f} s  {fault}")
-        print(f"  {faults[-1]}", flush=True)
-    return faults
+            restart(fault.split()[1])
+            detail = ""
+        faults.append(fault)
+        print(f"  {time.monotonic() - started:6.1f} s  {fault}{detail}", flush=True)
 
 
 def wait_until_terminal(like: str, timeout: float) -> bool:
@@ -138,9 +170,15 @@ def redis_records_that_disagree(conn, like: str) -> int:
     for transaction_id in rejected:
         pipe.exists(f"rejected:{transaction_id}")
     answers = pipe.execute()
-    wrong = sum(None in fields or (Decimal(fields[0].decode()), Decimal(fields[1].decode())) != (debit, credit)
-                for (_, debit, credit), fields in zip(settled, answers))
+    wrong = sum(not _are(fields, (debit, credit)) for (_, debit, credit), fields in zip(settled, answers))
     return wrong + answers[len(settled):].count(0)
+
+
+def _are(fields: list[bytes | None], amounts: tuple[Decimal, Decimal]) -> bool:
+    try:
+        return None not in fields and tuple(Decimal(field.decode()) for field in fields) == amounts
+    except (InvalidOperation, UnicodeDecodeError):
+        return False
 
 
 def main() -> int:
@@ -149,43 +187,61 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=2500, help="transfers per second")
     parser.add_argument("--accounts", type=int, default=300)
     parser.add_argument("--timeout", type=float, default=900, help="give up waiting after this many seconds")
-    parser.add_argument("--seed", type=int, default=None, help="of the load and of the faults")
+    parser.add_argument("--seed", type=int, default=None, help="of the load and of the faults (printed if not given)")
     args = parser.parse_args()
-    rng = random.Random(args.seed)
+    seed = random.randrange(2 ** 32) if args.seed is None else args.seed
     failed = []
 
     def body(_unpaused_at):
+        load_rng, fault_rng = random.Random(seed), random.Random(seed + 1)
         conn = open_pg()
-        prefix = f"F{rng.getrandbits(32):08x}"
+        prefix = f"F{load_rng.getrandbits(32):08x}"
         # 10,000.00 each against transfers of up to 400.00: the busiest accounts run dry, and many are refused
-        accounts = create_accounts(conn, prefix, args.accounts, Decimal("10000.00"), rng)
-        rows = transfers(prefix, accounts, args.count, 100, 40000, 0.2, 5, rng)
+        accounts = create_accounts(conn, prefix, args.accounts, Decimal("10000.00"), load_rng)
+        rows = transfers(prefix, accounts, args.count, 100, 40000, 0.2, 5, load_rng)
         until, inserting = threading.Event(), threading.Event()
         inserting.set()
         faults: list[str] = []
-        faulting = threading.Thread(target=lambda: faults.extend(inject_faults(until, inserting, rng)))
-        print(f"drill {prefix}: {args.count:,} transfers at {args.rate:,.0f}/s between {args.accounts} accounts; faults:")
+        errors: list[BaseException] = []
+
+        def injecting():
+            try:
+                inject_faults(until, inserting, fault_rng, faults)
+            except BaseException as error:  # reported below: a drill whose faults stopped must not pass
+                errors.append(error)
+
+        faulting = threading.Thread(target=injecting)
+        print(f"drill {prefix} (--seed {seed}): {args.count:,} transfers at {args.rate:,.0f}/s between "
+              f"{args.accounts} accounts; faults:")
         faulting.start()
         try:
-            last_insert = insert(conn, rows, args.count, args.rate)
+            insert(conn, rows, args.count, args.rate)
+            last_insert = conn.execute("SELECT clock_timestamp()").fetchone()[0]
             inserting.clear()
             conn.close()
-            time.sleep(FAULTS_AFTER_THE_INSERTS_SECONDS)
+            until.wait(FAULTS_AFTER_THE_INSERTS_SECONDS)
         finally:
             until.set()
             faulting.join()
-        waited = time.monotonic()
+        faults_ended = time.monotonic()
+        if errors:
+            failed.append(f"injecting a fault failed: {errors[0]!r}")
+        counts = {kind: faults.count(kind) for kind in sorted(FAULT_KINDS)}
+        failed.extend(f"no {kind}" for kind, count in counts.items() if not count)
         if wait_until_terminal(f"{prefix}-%", args.timeout):
-            print(f"{len(faults)} faults; every transfer settled or rejected {time.monotonic() - waited:.0f} s after "
-                  f"the last one")
+            print(f"{len(faults)} faults ({', '.join(f'{kind}: {n}' for kind, n in counts.items())}); every transfer "
+                  f"settled or rejected {time.monotonic() - faults_ended:.0f} s after the faults ended")
         else:
-            print(f"{len(faults)} faults; not every transfer settled or rejected {args.timeout:.0f} s after the last one")
+            print(f"{len(faults)} faults; not every transfer settled or rejected {args.timeout:.0f} s after the "
+                  f"faults ended")
         with open_pg() as conn:
             statuses = dict(conn.execute("SELECT status, count(*) FROM transactions WHERE transaction_id LIKE %s "
                                          "GROUP BY 1", (f"{prefix}-%",)).fetchall())
-            last_change = conn.execute("SELECT extract(epoch FROM max(status_changed_at)) FROM transactions "
-                                       "WHERE transaction_id LIKE %s", (f"{prefix}-%",)).fetchone()[0]
-            print(f"the last status change came {float(last_change) - last_insert:.1f} s after the last insert")
+            last_change = conn.execute("SELECT max(status_changed_at) FROM transactions WHERE transaction_id LIKE %s",
+                                       (f"{prefix}-%",)).fetchone()[0]
+            if last_change:
+                print(f"the last status change came {(last_change - last_insert).total_seconds():.1f} s after "
+                      f"the last insert")
             print("Checks, each counting what breaks a promise:")
             results = {name: conn.execute(sql, {"like": f"{prefix}-%"}).fetchone()[0] for name, sql in CHECKS.items()}
             results["settled or rejected transfers whose Redis record is missing or disagrees with the postings"] = \
@@ -196,6 +252,8 @@ def main() -> int:
         failed.extend(name for name, count in results.items() if count)
 
     with_dags(AirflowApi(), unpaused=True, body=body)
+    for failure in failed:
+        print(f"FAILED: {failure}", file=sys.stderr)
     return 1 if failed else 0
 
 
