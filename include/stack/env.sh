@@ -59,6 +59,11 @@ export AIRFLOW__API__HOST=127.0.0.1
 export AIRFLOW__API__BASE_URL="http://localhost:${LEDGERFLOW_AIRFLOW_PORT}"
 export AIRFLOW__API__SECRET_KEY="$LEDGERFLOW_AIRFLOW_SECRET_KEY"
 export AIRFLOW__API_AUTH__JWT_SECRET="$LEDGERFLOW_AIRFLOW_JWT_SECRET"
+# clear and settle run one at a time, so a run whose task died unseen holds its stage until Airflow fails it.
+# A task whose supervising process was killed (its heartbeats stop) is failed after 60 s rather than 300 s;
+# the tasks a crashed scheduler had started are reset by the next one within 30 s rather than 300 s.
+export AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT=60
+export AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL=30
 # The plugins folder holds the ledgerflow package; project commands and tests import it like Airflow does.
 export PYTHONPATH="$LEDGERFLOW_ROOT/plugins${PYTHONPATH:+:$PYTHONPATH}"
 export PATH="$LEDGERFLOW_VENV/bin:$PATH"

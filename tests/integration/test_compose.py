@@ -103,6 +103,13 @@ def test_airflow_metadata_database_matches_the_local_stack(compose):
     assert url.rsplit("/", 1)[1] == local_url.rsplit("/", 1)[1], "same database name"
 
 
+def test_the_scheduler_takes_up_a_dead_task_as_soon_as_on_the_local_stack(compose):
+    settings = {key: value for key, value in compose["services"]["airflow-scheduler"]["environment"].items()
+                if key.startswith("AIRFLOW__SCHEDULER__")}
+    assert settings == {key: value for key, value in os.environ.items() if key.startswith("AIRFLOW__SCHEDULER__")}
+    assert settings  # the local stack's settings are there to compare
+
+
 def test_init_creates_the_same_topics_and_schema_with_the_project_commands(compose):
     init = compose["services"]["airflow-init"]
     script = init["command"][-1]
