@@ -39,11 +39,12 @@ def task_processes_here() -> set[str]:
             for _, title in _process_titles() if (match := TASK_PROCESS_TITLE.match(title))}
 
 
-def task_process_ids_here() -> list[int]:
-    """The process ids of the tasks running on this machine: the tasks' own processes, not the executor's
-    workers that started them."""
+def task_process_ids_here(supervisors: bool = False) -> list[int]:
+    """The process ids of the tasks running on this machine: the tasks' own processes, or with `supervisors` the
+    executor's workers that started them and supervise them (reporting their heartbeats and their end)."""
     return [pid for pid, title in _process_titles()
-            if TASK_PROCESS_TITLE.match(title) and not title.startswith(b"airflow worker -- LocalExecutor")]
+            if (match := TASK_PROCESS_TITLE.match(title)) and match.group(1) != b"<idle>"
+            and title.startswith(b"airflow worker -- LocalExecutor") == supervisors]
 
 
 class DagTestFailed(AssertionError):

@@ -3,15 +3,17 @@
     include/stack/with-env python -m include.bench.fault_drill [--count 150000] [--rate 2500] [--accounts 300]
 
 `make drill` runs it. It unpauses produce, clear and settle and inserts a stream of transfers between accounts
-whose balances refuse many of them. Every 4 to 9 s it injects one fault, in rounds of five in random order: three
-SIGKILLs to the process of a running task of this stack (its try fails, and its retry, or the next run, takes its
-batch up again), a restart of Kafka and one of Redis. The first fault once the inserts are done is a restart of
-PostgreSQL (the inserting client does not reconnect). The faults go on until a minute after the last insert. Then
-it waits until every transfer of the load is settled or rejected, and checks what the pipeline promises whatever
-was retried, redelivered or restarted (see CHECKS; some the schema enforces itself, and are there as backstops).
-It prints each fault and each check, and exits 1 if a check fails, a kind of fault never happened, or injecting
-one failed. The DAGs are paused afterwards as they were. The seed (printed) repeats the load and the faults'
-order, not their timing against the pipeline's.
+whose balances refuse many of them. Every 4 to 9 s it injects one fault, in rounds of seven in random order, each a
+SIGKILL or a restart of a process of this stack: three of the process of a running task (its try fails, and its
+retry, or the next run, takes its batch up again), one of the worker supervising a task (the task runs on
+unsupervised, and Airflow fails it once its heartbeats are missed), one of the scheduler (supervisord starts it
+again, and it resets the tasks the dead one started), a restart of Kafka and one of Redis. The first fault once the
+inserts are done is a restart of PostgreSQL (the inserting client does not reconnect). The faults go on until a
+minute after the last insert. Then it waits until every transfer of the load is settled or rejected, and checks
+what the pipeline promises whatever was retried, redelivered or restarted (see CHECKS; some the schema enforces
+itself, and are there as backstops). It prints each fault and each check, and exits 1 if a check fails, a kind of
+fault never happened, or injecting one failed. The DAGs are paused afterwards as they were. The seed (printed)
+repeats the load and the faults' order, not their timing against the pipeline's.
 """
 
 import argparse
@@ -36,7 +38,7 @@ from ledgerflow import topology
 
 SUPERVISORCTL = [f"{os.environ['LEDGERFLOW_VENV']}/bin/supervisorctl",
                  "-c", f"{os.environ['LEDGERFLOW_STATE']}/supervisor/supervisord.conf"]
-A_ROUND_OF_FAULTS = ["kill task"] * 3 + ["restart kafka", "restart redis"]
+A_ROUND_OF_FAULTS = ["kill task"] * 3 + ["kill task supervisor", "kill scheduler", "restart kafka", "restart redis"]
 FAULT_KINDS = {*A_ROUND_OF_FAULTS, "restart postgres"}
 FAULTS_AFTER_THE_INSERTS_SECONDS = 60
 
@@ -98,11 +100,22 @@ def descends_from(pid: int, ancestor: int) -> bool:
     return False
 
 
-def this_stacks_task_processes() -> list[int]:
-    """The processes of the running tasks of this stack's scheduler, not those of another stack on the machine."""
-    scheduler = int(subprocess.run([*SUPERVISORCTL, "pid", "airflow:airflow-scheduler"], check=True,
-                                   capture_output=True, text=True).stdout)
-    return sorted(pid for pid in task_process_ids_here() if descends_from(pid, scheduler))
+def scheduler_pid() -> int | None:
+    """This stack's scheduler's process id; None while supervisord restarts it."""
+    pid = int(subprocess.run([*SUPERVISORCTL, "pid", "airflow:airflow-scheduler"], capture_output=True,
+                             text=True).stdout.strip() or 0)
+    return pid or None  # supervisorctl answers 0 for a program not running: never a pid to signal
+
+
+def processes_to_kill(fault: str) -> list[int]:
+    """The processes of this stack that `fault` may kill: its scheduler, or the running tasks it started (not those
+    of another stack on the machine), or their supervising workers."""
+    if not (scheduler := scheduler_pid()):
+        return []
+    if fault == "kill scheduler":
+        return [scheduler]
+    return sorted(pid for pid in task_process_ids_here(supervisors=fault == "kill task supervisor")
+                  if descends_from(pid, scheduler))
 
 
 def restart(service: str) -> None:
@@ -121,8 +134,8 @@ def inject_faults(until: threading.Event, inserting: threading.Event, rng: rando
         else:
             plan = plan or rng.sample(A_ROUND_OF_FAULTS, len(A_ROUND_OF_FAULTS))
             fault = plan.pop()
-        if fault == "kill task":
-            if not (pids := this_stacks_task_processes()):
+        if fault.startswith("kill"):
+            if not (pids := processes_to_kill(fault)):
                 plan.append(fault)  # none runs now: the next fault kills one
                 continue
             pid = rng.choice(pids)
