@@ -61,7 +61,7 @@ export AIRFLOW__API__SECRET_KEY="$LEDGERFLOW_AIRFLOW_SECRET_KEY"
 export AIRFLOW__API_AUTH__JWT_SECRET="$LEDGERFLOW_AIRFLOW_JWT_SECRET"
 # clear and settle run one at a time, so a run whose task died unseen holds its stage until Airflow fails it.
 # A task whose supervising process was killed (its heartbeats stop) is failed after 60 s rather than 300 s;
-# the tasks a crashed scheduler had started are reset by the next one within 30 s rather than 300 s.
+# the tasks a crashed scheduler had started are reset by the next one 30 to 60 s after the crash rather than 5 minutes.
 export AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT=60
 export AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL=30
 # The plugins folder holds the ledgerflow package; project commands and tests import it like Airflow does.

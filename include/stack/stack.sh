@@ -511,12 +511,34 @@ EOF
     "Redis database ${LEDGERFLOW_REDIS_DB:-0} is empty"
 }
 
+# An Airflow program killed outright (not stopped) leaves its children behind: the scheduler its executor's workers,
+# each waiting for work for ever (or supervising a task the next scheduler resets), and the scheduler and triggerer
+# their log servers, which keep the log port. They are in the dead program's process group, which supervisord's
+# stop does not reach, with parent 1. They are this stack's if they run on its virtualenv's libraries (their
+# environment is not there to read: setproctitle wrote their titles over it); their groups end here.
+stop_leftover_airflow_processes() {
+  local stat pid title rest parent group ended=" "
+  for stat in /proc/[0-9]*/stat; do
+    pid=${stat#/proc/}; pid=${pid%/stat}
+    title=$(tr -s '\0 ' '  ' <"/proc/$pid/cmdline" 2>/dev/null) || continue
+    [[ "$title" == "airflow "* ]] || continue
+    rest=$(cat "$stat" 2>/dev/null) || continue
+    read -r _ parent group _ <<<"${rest##*) }"
+    [ "$parent" = 1 ] && [ "$group" -gt 1 ] && [[ "$ended" != *" $group "* ]] || continue
+    grep -qF "$LEDGERFLOW_VENV/" "/proc/$pid/maps" 2>/dev/null || continue
+    say "ending what a killed Airflow program left (process group $group: ${title% })"
+    kill -KILL -- "-$group" 2>/dev/null || true
+    ended+="$group "
+  done
+}
+
 cmd_down() {
   if supervisord_running; then
     say "stopping every component"
     supervisorctl shutdown >/dev/null
     wait_for "supervisord shutdown" 120 bash -c "! [ -S '$LEDGERFLOW_STATE/supervisor/supervisor.sock' ] || ! kill -0 \$(cat '$LEDGERFLOW_STATE/supervisor/supervisord.pid' 2>/dev/null) 2>/dev/null"
   fi
+  stop_leftover_airflow_processes
   say "stopped"
 }
 
