@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -24,7 +25,8 @@ PIPELINE_DAGS = ["ledgerflow_produce", "ledgerflow_clear", "ledgerflow_settle", 
 TASK_PROCESS_TITLE = re.compile(rb"airflow worker -- (?:LocalExecutor(?: \[[^]]*\])?: )?(\S+)")
 
 
-def _process_titles() -> Iterator[tuple[int, bytes]]:
+def process_titles() -> Iterator[tuple[int, bytes]]:
+    """(pid, title) of every process on this machine: the first word of its command line, or the title it set."""
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
             yield int(cmdline.parent.name), cmdline.read_bytes().split(b"\0")[0]
@@ -32,19 +34,27 @@ def _process_titles() -> Iterator[tuple[int, bytes]]:
             continue
 
 
+@dataclass(frozen=True, slots=True)
+class TaskProcess:
+    pid: int
+    task_instance_id: str  # IDLE for an executor's worker between tasks
+    supervisor: bool  # the executor's worker that started the task and supervises it, not the task itself
+
+
+IDLE = "<idle>"
+
+
+def task_processes_on_this_machine() -> list[TaskProcess]:
+    """The processes of Airflow's tasks on this machine and of the executor's workers that run them; none where the
+    tasks run elsewhere, in containers say."""
+    return [TaskProcess(pid, match.group(1).decode(errors="replace"),
+                        title.startswith(b"airflow worker -- LocalExecutor"))
+            for pid, title in process_titles() if (match := TASK_PROCESS_TITLE.match(title))]
+
+
 def task_processes_here() -> set[str]:
-    """The ids of the task instances whose processes run on this machine; none where the tasks run elsewhere, in
-    containers say."""
-    return {match.group(1).decode(errors="replace")
-            for _, title in _process_titles() if (match := TASK_PROCESS_TITLE.match(title))}
-
-
-def task_process_ids_here(supervisors: bool = False) -> list[int]:
-    """The process ids of the tasks running on this machine: the tasks' own processes, or with `supervisors` the
-    executor's workers that started them and supervise them (reporting their heartbeats and their end)."""
-    return [pid for pid, title in _process_titles()
-            if (match := TASK_PROCESS_TITLE.match(title)) and match.group(1) != b"<idle>"
-            and title.startswith(b"airflow worker -- LocalExecutor") == supervisors]
+    """The ids of the task instances whose processes run on this machine."""
+    return {process.task_instance_id for process in task_processes_on_this_machine()}
 
 
 class DagTestFailed(AssertionError):

@@ -31,7 +31,7 @@ import psycopg
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 from airflow.providers.redis.hooks.redis import RedisHook
 
-from include.airflow_control import AirflowApi, task_process_ids_here
+from include.airflow_control import AirflowApi, process_titles, task_processes_on_this_machine
 from include.bench.pipeline_bench import with_dags
 from include.generate_transactions import create_accounts, insert, transfers
 from ledgerflow import topology
@@ -89,15 +89,16 @@ def open_pg():
     return conn
 
 
-def descends_from(pid: int, ancestor: int) -> bool:
-    while pid > 1:
-        try:
-            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])  # its parent
-        except (OSError, IndexError, ValueError):  # ended meanwhile
-            return False
-        if pid == ancestor:
-            return True
-    return False
+def parent_and_group_of(pid: int) -> tuple[int | None, int | None]:
+    try:
+        parent, group = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1:3]
+        return int(parent), int(group)
+    except (OSError, ValueError):  # ended meanwhile
+        return None, None
+
+
+def parent_of(pid: int) -> int | None:
+    return parent_and_group_of(pid)[0]
 
 
 def scheduler_pid() -> int | None:
@@ -108,14 +109,25 @@ def scheduler_pid() -> int | None:
 
 
 def processes_to_kill(fault: str) -> list[int]:
-    """The processes of this stack that `fault` may kill: its scheduler, or the running tasks it started (not those
-    of another stack on the machine), or their supervising workers."""
+    """The processes of this stack that `fault` may kill: its scheduler, the running tasks its executor's workers
+    started (not those of another stack on the machine), or the workers that supervise a task that has started."""
     if not (scheduler := scheduler_pid()):
         return []
     if fault == "kill scheduler":
         return [scheduler]
-    return sorted(pid for pid in task_process_ids_here(supervisors=fault == "kill task supervisor")
-                  if descends_from(pid, scheduler))
+    processes = task_processes_on_this_machine()
+    workers = {p.pid for p in processes if p.supervisor and parent_of(p.pid) == scheduler}
+    # a task's process takes a title of its own once it starts: before, it has its worker's
+    tasks = [p.pid for p in processes if not p.supervisor and parent_of(p.pid) in workers]
+    return sorted(tasks if fault == "kill task" else {parent_of(pid) for pid in tasks} - {None})
+
+
+def kill(pid: int) -> bool:
+    try:
+        os.kill(pid, signal.SIGKILL)
+        return True
+    except ProcessLookupError:  # it ended meanwhile
+        return False
 
 
 def restart(service: str) -> None:
@@ -124,9 +136,19 @@ def restart(service: str) -> None:
         raise RuntimeError(f"supervisorctl restart services:{service} failed: {result.stdout}{result.stderr}")
 
 
-def inject_faults(until: threading.Event, inserting: threading.Event, rng: random.Random, faults: list[str]) -> None:
+def end_what_killed_schedulers_left(groups: set[int]) -> None:
+    """A killed scheduler leaves its process group behind with parent 1 (its executor's workers, each waiting for
+    work for ever, and its log server): what is left of each of `groups` ends here, as `make stop` would end it."""
+    for group in groups:
+        if any(title.startswith(b"airflow ") and parent_and_group_of(pid) == (1, group)
+               for pid, title in process_titles()):
+            os.killpg(group, signal.SIGKILL)
+
+
+def inject_faults(until: threading.Event, inserting: threading.Event, rng: random.Random, faults: list[str],
+                  killed_schedulers: set[int]) -> None:
     """One fault every 4 to 9 s until `until` is set, appended to `faults` as it is done. PostgreSQL is restarted
-    once, first thing after `inserting` is clear."""
+    once, first thing after `inserting` is clear. The schedulers killed are added to `killed_schedulers`."""
     started, plan, postgres_restarted = time.monotonic(), [], False
     while not until.wait(rng.uniform(4, 9)):
         if not inserting.is_set() and not postgres_restarted:
@@ -135,15 +157,12 @@ def inject_faults(until: threading.Event, inserting: threading.Event, rng: rando
             plan = plan or rng.sample(A_ROUND_OF_FAULTS, len(A_ROUND_OF_FAULTS))
             fault = plan.pop()
         if fault.startswith("kill"):
-            if not (pids := processes_to_kill(fault)):
-                plan.append(fault)  # none runs now: the next fault kills one
+            pids = processes_to_kill(fault)
+            if not pids or not kill(pid := rng.choice(pids)):
+                plan.insert(0, fault)  # none runs now (after a scheduler's kill, for a while): a later fault kills one
                 continue
-            pid = rng.choice(pids)
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:  # it ended meanwhile
-                plan.append(fault)
-                continue
+            if fault == "kill scheduler":
+                killed_schedulers.add(pid)  # supervisord starts each program as the leader of its process group
             detail = f" (pid {pid})"
         else:
             restart(fault.split()[1])
@@ -215,11 +234,12 @@ def main() -> int:
         until, inserting = threading.Event(), threading.Event()
         inserting.set()
         faults: list[str] = []
+        killed_schedulers: set[int] = set()
         errors: list[BaseException] = []
 
         def injecting():
             try:
-                inject_faults(until, inserting, fault_rng, faults)
+                inject_faults(until, inserting, fault_rng, faults, killed_schedulers)
             except BaseException as error:  # reported below: a drill whose faults stopped must not pass
                 errors.append(error)
 
@@ -241,7 +261,9 @@ def main() -> int:
             failed.append(f"injecting a fault failed: {errors[0]!r}")
         counts = {kind: faults.count(kind) for kind in sorted(FAULT_KINDS)}
         failed.extend(f"no {kind}" for kind, count in counts.items() if not count)
-        if wait_until_terminal(f"{prefix}-%", args.timeout):
+        terminal = wait_until_terminal(f"{prefix}-%", args.timeout)
+        end_what_killed_schedulers_left(killed_schedulers)  # their tasks were reset: nothing in them runs for the load
+        if terminal:
             print(f"{len(faults)} faults ({', '.join(f'{kind}: {n}' for kind, n in counts.items())}); every transfer "
                   f"settled or rejected {time.monotonic() - faults_ended:.0f} s after the faults ended")
         else:
