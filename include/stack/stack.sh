@@ -513,19 +513,23 @@ EOF
 
 # An Airflow program killed outright (not stopped) leaves its children behind: the scheduler its executor's workers,
 # each waiting for work for ever (or supervising a task the next scheduler resets), and the scheduler and triggerer
-# their log servers, which keep the log port. They are in the dead program's process group, which supervisord's
-# stop does not reach, with parent 1. They are this stack's if they run on its virtualenv's libraries (their
-# environment is not there to read: setproctitle wrote their titles over it); their groups end here.
+# their log servers, which keep the log port. They stay in the dead program's process group, which supervisord's
+# stop does not reach: a group whose leader is gone. They are this stack's if they run on its virtualenv's
+# libraries (their environment is not there to read: setproctitle wrote their titles over it).
 stop_leftover_airflow_processes() {
-  local stat pid title rest parent group ended=" "
+  local stat pid title rest group ended=" " own_group venv
+  rest=$(cat /proc/$$/stat)
+  read -r _ _ own_group _ <<<"${rest##*) }"
+  venv=$(realpath "$LEDGERFLOW_VENV")
   for stat in /proc/[0-9]*/stat; do
     pid=${stat#/proc/}; pid=${pid%/stat}
-    title=$(tr -s '\0 ' '  ' <"/proc/$pid/cmdline" 2>/dev/null) || continue
+    title=$(tr -s '\0 ' '  ' 2>/dev/null <"/proc/$pid/cmdline") || continue
     [[ "$title" == "airflow "* ]] || continue
-    rest=$(cat "$stat" 2>/dev/null) || continue
-    read -r _ parent group _ <<<"${rest##*) }"
-    [ "$parent" = 1 ] && [ "$group" -gt 1 ] && [[ "$ended" != *" $group "* ]] || continue
-    grep -qF "$LEDGERFLOW_VENV/" "/proc/$pid/maps" 2>/dev/null || continue
+    rest=$(cat 2>/dev/null "$stat") || continue
+    read -r _ _ group _ <<<"${rest##*) }"
+    [[ "$group" =~ ^[0-9]+$ ]] && [ "$group" != "$own_group" ] && [ ! -e "/proc/$group" ] &&
+      [[ "$ended" != *" $group "* ]] || continue
+    grep -qF " $venv/" 2>/dev/null "/proc/$pid/maps" || continue
     say "ending what a killed Airflow program left (process group $group: ${title% })"
     kill -KILL -- "-$group" 2>/dev/null || true
     ended+="$group "
