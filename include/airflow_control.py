@@ -37,11 +37,8 @@ def process_titles() -> Iterator[tuple[int, bytes]]:
 @dataclass(frozen=True, slots=True)
 class TaskProcess:
     pid: int
-    task_instance_id: str  # IDLE for an executor's worker between tasks
+    task_instance_id: str  # "<idle>" for an executor's worker between tasks
     supervisor: bool  # the executor's worker that started the task and supervises it, not the task itself
-
-
-IDLE = "<idle>"
 
 
 def task_processes_on_this_machine() -> list[TaskProcess]:

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import suppress
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
@@ -97,10 +98,6 @@ def parent_and_group_of(pid: int) -> tuple[int | None, int | None]:
         return None, None
 
 
-def parent_of(pid: int) -> int | None:
-    return parent_and_group_of(pid)[0]
-
-
 def scheduler_pid() -> int | None:
     """This stack's scheduler's process id; None while supervisord restarts it."""
     pid = int(subprocess.run([*SUPERVISORCTL, "pid", "airflow:airflow-scheduler"], capture_output=True,
@@ -116,10 +113,11 @@ def processes_to_kill(fault: str) -> list[int]:
     if fault == "kill scheduler":
         return [scheduler]
     processes = task_processes_on_this_machine()
-    workers = {p.pid for p in processes if p.supervisor and parent_of(p.pid) == scheduler}
+    parents = {p.pid: parent_and_group_of(p.pid)[0] for p in processes}  # read once: a pid may end and be reused
+    workers = {p.pid for p in processes if p.supervisor and parents[p.pid] == scheduler}
     # a task's process takes a title of its own once it starts: before, it has its worker's
-    tasks = [p.pid for p in processes if not p.supervisor and parent_of(p.pid) in workers]
-    return sorted(tasks if fault == "kill task" else {parent_of(pid) for pid in tasks} - {None})
+    tasks = [p.pid for p in processes if not p.supervisor and parents[p.pid] in workers]
+    return sorted(tasks if fault == "kill task" else {parents[pid] for pid in tasks})
 
 
 def kill(pid: int) -> bool:
@@ -137,29 +135,37 @@ def restart(service: str) -> None:
 
 
 def end_what_killed_schedulers_left(groups: set[int]) -> None:
-    """A killed scheduler leaves its process group behind with parent 1 (its executor's workers, each waiting for
-    work for ever, and its log server): what is left of each of `groups` ends here, as `make stop` would end it."""
+    """A killed scheduler leaves its process group behind (its executor's workers, each waiting for work for ever,
+    and its log server): what is left of each of `groups`, led by a scheduler killed and gone, ends here, as
+    `make stop` would end it."""
     for group in groups:
-        if any(title.startswith(b"airflow ") and parent_and_group_of(pid) == (1, group)
+        if any(title.startswith(b"airflow ") and parent_and_group_of(pid)[1] == group
                for pid, title in process_titles()):
-            os.killpg(group, signal.SIGKILL)
+            with suppress(ProcessLookupError):  # it ended meanwhile
+                os.killpg(group, signal.SIGKILL)
 
 
 def inject_faults(until: threading.Event, inserting: threading.Event, rng: random.Random, faults: list[str],
                   killed_schedulers: set[int]) -> None:
     """One fault every 4 to 9 s until `until` is set, appended to `faults` as it is done. PostgreSQL is restarted
     once, first thing after `inserting` is clear. The schedulers killed are added to `killed_schedulers`."""
-    started, plan, postgres_restarted = time.monotonic(), [], False
+    started, plan, waiting, postgres_restarted = time.monotonic(), [], [], False
     while not until.wait(rng.uniform(4, 9)):
         if not inserting.is_set() and not postgres_restarted:
-            fault, postgres_restarted = "restart postgres", True
+            fault, pids, postgres_restarted = "restart postgres", [], True
         else:
-            plan = plan or rng.sample(A_ROUND_OF_FAULTS, len(A_ROUND_OF_FAULTS))
-            fault = plan.pop()
+            # A kill with nothing to kill now (after a scheduler's kill, for a while) waits, and is tried first at
+            # every later turn; meanwhile the plan goes on, so each turn does a fault or sets one aside.
+            fault, pids = next(((f, pids) for f in waiting if (pids := processes_to_kill(f))), (None, []))
+            if fault:
+                waiting.remove(fault)
+            else:
+                plan = plan or rng.sample(A_ROUND_OF_FAULTS, len(A_ROUND_OF_FAULTS))
+                fault = plan.pop()
+                pids = processes_to_kill(fault) if fault.startswith("kill") else []
         if fault.startswith("kill"):
-            pids = processes_to_kill(fault)
             if not pids or not kill(pid := rng.choice(pids)):
-                plan.insert(0, fault)  # none runs now (after a scheduler's kill, for a while): a later fault kills one
+                waiting.append(fault)
                 continue
             if fault == "kill scheduler":
                 killed_schedulers.add(pid)  # supervisord starts each program as the leader of its process group
