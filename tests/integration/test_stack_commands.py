@@ -4,7 +4,7 @@ import os
 import subprocess
 import threading
 import uuid
-from contextlib import contextmanager, suppress
+from contextlib import closing, contextmanager, suppress
 
 import psycopg
 import pytest
@@ -68,27 +68,35 @@ def a_schema_with_a_table_and_a_migration_of_it(tmp_path):
         conn.close()
 
 
+@contextmanager
+def a_migration_waiting_behind(table: str, conn, sql_dir, lock_timeout: float):
+    """A session holding `table` in a transaction, and migrate (on `conn`, in a thread) waiting for it; yields that
+    session and the list migrate's result goes into. On exit the session commits and the migration is waited for."""
+    holder = open_pg()
+    applied = []
+    try:
+        holder.execute("BEGIN")
+        holder.execute(f"SELECT FROM {table}")
+        migrating = threading.Thread(target=lambda: applied.append(migrate(conn, sql_dir, lock_timeout=lock_timeout)))
+        migrating.start()
+        assert a_session_waits_for(holder, seconds=30)
+        yield holder, applied
+        holder.execute("COMMIT")
+        migrating.join(timeout=60)
+    finally:
+        holder.close()
+
+
 def test_a_migration_waiting_for_a_lock_lets_the_statements_behind_it_through_then_applies(tmp_path):
     """A session holds the table the migration alters. Without a lock timeout the migration would wait for it in the
     lock queue, and a read of the table would queue behind the migration until that session ends (the read's
     statement timeout fails it). With it, the read goes through between the migration's tries, and the migration is
     applied once the session ends."""
     with a_schema_with_a_table_and_a_migration_of_it(tmp_path) as (schema, conn, sql_dir):
-        holder, reader = open_pg(), open_pg()
-        applied = []
-        try:
-            holder.execute("BEGIN")
-            holder.execute(f"SELECT FROM {schema}.t")
-            migrating = threading.Thread(target=lambda: applied.append(migrate(conn, sql_dir, lock_timeout=0.5)))
-            migrating.start()
-            assert a_session_waits_for(holder, seconds=30)
-            reader.execute("SET statement_timeout = '10s'")
-            assert reader.execute(f"SELECT count(*) FROM {schema}.t").fetchone() == (0,)
-            holder.execute("COMMIT")
-            migrating.join(timeout=60)
-        finally:
-            holder.close()
-            reader.close()
+        with a_migration_waiting_behind(f"{schema}.t", conn, sql_dir, lock_timeout=0.5) as (_, applied):
+            with closing(open_pg()) as reader:
+                reader.execute("SET statement_timeout = '10s'")
+                assert reader.execute(f"SELECT count(*) FROM {schema}.t").fetchone() == (0,)
 
         assert applied == [["0001_alter_t.sql"]]
         assert conn.execute("SELECT count(*) FROM information_schema.columns WHERE table_schema = %s "
@@ -104,19 +112,8 @@ def test_a_migration_in_a_deadlock_is_tried_again_and_applied(tmp_path):
         (sql_dir / "0001_alter_t.sql").write_text("LOCK TABLE t IN ACCESS EXCLUSIVE MODE; "
                                                   "LOCK TABLE u IN ACCESS EXCLUSIVE MODE; "
                                                   "ALTER TABLE t ADD COLUMN added int")
-        holder = open_pg()
-        applied = []
-        try:
-            holder.execute("BEGIN")
-            holder.execute(f"SELECT FROM {schema}.u")
-            migrating = threading.Thread(target=lambda: applied.append(migrate(conn, sql_dir, lock_timeout=10)))
-            migrating.start()
-            assert a_session_waits_for(holder, seconds=30)
+        with a_migration_waiting_behind(f"{schema}.u", conn, sql_dir, lock_timeout=10) as (holder, applied):
             holder.execute(f"SELECT FROM {schema}.t")  # waits for the migration until its try is failed
-            holder.execute("COMMIT")
-            migrating.join(timeout=60)
-        finally:
-            holder.close()
 
         assert applied == [["0001_alter_t.sql"]]
 
