@@ -25,7 +25,7 @@ PIPELINE_DAGS = ["ledgerflow_produce", "ledgerflow_clear", "ledgerflow_settle", 
 TASK_PROCESS_TITLE = re.compile(rb"airflow worker -- (?:LocalExecutor(?: \[[^]]*\])?: )?(\S+)")
 
 
-def process_titles() -> Iterator[tuple[int, bytes]]:
+def _process_titles() -> Iterator[tuple[int, bytes]]:
     """(pid, title) of every process on this machine: the first word of its command line, or the title it set."""
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
@@ -46,7 +46,7 @@ def task_processes_on_this_machine() -> list[TaskProcess]:
     tasks run elsewhere, in containers say."""
     return [TaskProcess(pid, match.group(1).decode(errors="replace"),
                         title.startswith(b"airflow worker -- LocalExecutor"))
-            for pid, title in process_titles() if (match := TASK_PROCESS_TITLE.match(title))]
+            for pid, title in _process_titles() if (match := TASK_PROCESS_TITLE.match(title))]
 
 
 def task_processes_here() -> set[str]:

@@ -24,7 +24,6 @@ import subprocess
 import sys
 import threading
 import time
-from contextlib import suppress
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
@@ -32,11 +31,12 @@ import psycopg
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 from airflow.providers.redis.hooks.redis import RedisHook
 
-from include.airflow_control import AirflowApi, process_titles, task_processes_on_this_machine
+from include.airflow_control import AirflowApi, task_processes_on_this_machine
 from include.bench.pipeline_bench import with_dags
 from include.generate_transactions import create_accounts, insert, transfers
 from ledgerflow import topology
 
+STACK = f"{os.environ['LEDGERFLOW_ROOT']}/include/stack/stack.sh"
 SUPERVISORCTL = [f"{os.environ['LEDGERFLOW_VENV']}/bin/supervisorctl",
                  "-c", f"{os.environ['LEDGERFLOW_STATE']}/supervisor/supervisord.conf"]
 A_ROUND_OF_FAULTS = ["kill task"] * 3 + ["kill task supervisor", "kill scheduler", "restart kafka", "restart redis"]
@@ -90,12 +90,11 @@ def open_pg():
     return conn
 
 
-def parent_and_group_of(pid: int) -> tuple[int | None, int | None]:
+def parent_of(pid: int) -> int | None:
     try:
-        parent, group = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1:3]
-        return int(parent), int(group)
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
     except (OSError, ValueError):  # ended meanwhile
-        return None, None
+        return None
 
 
 def scheduler_pid() -> int | None:
@@ -113,7 +112,7 @@ def processes_to_kill(fault: str) -> list[int]:
     if fault == "kill scheduler":
         return [scheduler]
     processes = task_processes_on_this_machine()
-    parents = {p.pid: parent_and_group_of(p.pid)[0] for p in processes}  # read once: a pid may end and be reused
+    parents = {p.pid: parent_of(p.pid) for p in processes}  # read once: a pid may end and be reused
     workers = {p.pid for p in processes if p.supervisor and parents[p.pid] == scheduler}
     # a task's process takes a title of its own once it starts: before, it has its worker's
     tasks = [p.pid for p in processes if not p.supervisor and parents[p.pid] in workers]
@@ -134,21 +133,9 @@ def restart(service: str) -> None:
         raise RuntimeError(f"supervisorctl restart services:{service} failed: {result.stdout}{result.stderr}")
 
 
-def end_what_killed_schedulers_left(groups: set[int]) -> None:
-    """A killed scheduler leaves its process group behind (its executor's workers, each waiting for work for ever,
-    and its log server): what is left of each of `groups`, led by a scheduler killed and gone, ends here, as
-    `make stop` would end it."""
-    for group in groups:
-        if any(title.startswith(b"airflow ") and parent_and_group_of(pid)[1] == group
-               for pid, title in process_titles()):
-            with suppress(ProcessLookupError):  # it ended meanwhile
-                os.killpg(group, signal.SIGKILL)
-
-
-def inject_faults(until: threading.Event, inserting: threading.Event, rng: random.Random, faults: list[str],
-                  killed_schedulers: set[int]) -> None:
+def inject_faults(until: threading.Event, inserting: threading.Event, rng: random.Random, faults: list[str]) -> None:
     """One fault every 4 to 9 s until `until` is set, appended to `faults` as it is done. PostgreSQL is restarted
-    once, first thing after `inserting` is clear. The schedulers killed are added to `killed_schedulers`."""
+    once, first thing after `inserting` is clear."""
     started, plan, waiting, postgres_restarted = time.monotonic(), [], [], False
     while not until.wait(rng.uniform(4, 9)):
         if not inserting.is_set() and not postgres_restarted:
@@ -167,8 +154,6 @@ def inject_faults(until: threading.Event, inserting: threading.Event, rng: rando
             if not pids or not kill(pid := rng.choice(pids)):
                 waiting.append(fault)
                 continue
-            if fault == "kill scheduler":
-                killed_schedulers.add(pid)  # supervisord starts each program as the leader of its process group
             detail = f" (pid {pid})"
         else:
             restart(fault.split()[1])
@@ -240,12 +225,11 @@ def main() -> int:
         until, inserting = threading.Event(), threading.Event()
         inserting.set()
         faults: list[str] = []
-        killed_schedulers: set[int] = set()
         errors: list[BaseException] = []
 
         def injecting():
             try:
-                inject_faults(until, inserting, fault_rng, faults, killed_schedulers)
+                inject_faults(until, inserting, fault_rng, faults)
             except BaseException as error:  # reported below: a drill whose faults stopped must not pass
                 errors.append(error)
 
@@ -268,7 +252,9 @@ def main() -> int:
         counts = {kind: faults.count(kind) for kind in sorted(FAULT_KINDS)}
         failed.extend(f"no {kind}" for kind, count in counts.items() if not count)
         terminal = wait_until_terminal(f"{prefix}-%", args.timeout)
-        end_what_killed_schedulers_left(killed_schedulers)  # their tasks were reset: nothing in them runs for the load
+        # A killed scheduler's process group stays behind (its executor's workers, each waiting for work for ever,
+        # and its log server); its tasks were reset meanwhile, so nothing in it runs for the load any more.
+        subprocess.run([STACK, "leftovers"], check=True)
         if terminal:
             print(f"{len(faults)} faults ({', '.join(f'{kind}: {n}' for kind, n in counts.items())}); every transfer "
                   f"settled or rejected {time.monotonic() - faults_ended:.0f} s after the faults ended")

@@ -9,6 +9,7 @@
 #   stack.sh migrate            apply the migrations in sql/ that are not applied yet
 #   stack.sh pipeline on|off    unpause (pause) the produce, clear and settle DAGs
 #   stack.sh reset              start the pipeline's data over: database, topics and Redis records
+#   stack.sh leftovers          end what Airflow programs killed outright left behind (down does it too)
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
@@ -572,5 +573,6 @@ case "${1:-}" in
   migrate) python "$STACK_DIR/migrate.py" ;;
   pipeline) shift; cmd_pipeline "$@" ;;
   reset) cmd_reset ;;
-  *) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  leftovers) stop_leftover_airflow_processes ;;
+  *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
