@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import partial
@@ -47,15 +48,22 @@ CONTEXT = AuditContext(changed_by="tests", dag_id="tests", run_id="test_pipeline
                        try_number=1, map_index=-1)
 
 
+@contextmanager
+def fresh_topics(*roles: str, partitions: int = 1):
+    """A test's own topics, by role, deleted afterwards."""
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    names = {role: f"{prefix}-{role}" for role in roles}
+    admin = KafkaAdminClientHook(kafka_config_id=topology.KAFKA_CONN_ID)
+    admin.create_topic([(name, partitions, 1) for name in names.values()])
+    yield names
+    admin.delete_topic(list(names.values()))
+
+
 @pytest.fixture
 def topics():
     """Three fresh topics (input, outcome, dead letters), deleted afterwards."""
-    prefix = f"test-{uuid.uuid4().hex[:8]}"
-    names = {role: f"{prefix}-{role}" for role in ("in", "out", "dlq")}
-    admin = KafkaAdminClientHook(kafka_config_id=topology.KAFKA_CONN_ID)
-    admin.create_topic([(name, 1, 1) for name in names.values()])
-    yield names
-    admin.delete_topic(list(names.values()))
+    with fresh_topics("in", "out", "dlq") as names:
+        yield names
 
 
 @pytest.fixture
@@ -296,11 +304,8 @@ def test_the_backlog_counts_what_the_group_has_not_committed_without_consuming_i
 @pytest.fixture
 def topic_of_three_partitions():
     """A topic partitioned as the pipeline's are (the other tests' topics have one partition), deleted afterwards."""
-    name = f"test-{uuid.uuid4().hex[:8]}-partitioned"
-    admin = KafkaAdminClientHook(kafka_config_id=topology.KAFKA_CONN_ID)
-    admin.create_topic([(name, 3, 1)])
-    yield name
-    admin.delete_topic([name])
+    with fresh_topics("partitioned", partitions=3) as names:
+        yield names["partitioned"]
 
 
 def test_a_batch_from_every_partition_is_committed_on_every_partition(topic_of_three_partitions, producer):
