@@ -252,9 +252,10 @@ def main() -> int:
         counts = {kind: faults.count(kind) for kind in sorted(FAULT_KINDS)}
         failed.extend(f"no {kind}" for kind, count in counts.items() if not count)
         terminal = wait_until_terminal(f"{prefix}-%", args.timeout)
-        # A killed scheduler's process group stays behind (its executor's workers, each waiting for work for ever,
-        # and its log server); its tasks were reset meanwhile, so nothing in it runs for the load any more.
-        subprocess.run([STACK, "leftovers"], check=True)
+        # The scheduler's restart ends what the killed one left (its executor's workers, each waiting for work for
+        # ever, and its log server, which holds the log port): anything this finds is a leak.
+        leftovers = subprocess.run([STACK, "leftovers"], check=True, capture_output=True, text=True).stdout
+        print(leftovers, end="")
         if terminal:
             print(f"{len(faults)} faults ({', '.join(f'{kind}: {n}' for kind, n in counts.items())}); every transfer "
                   f"settled or rejected {time.monotonic() - faults_ended:.0f} s after the faults ended")
@@ -273,6 +274,8 @@ def main() -> int:
             results = {name: conn.execute(sql, {"like": f"{prefix}-%"}).fetchone()[0] for name, sql in CHECKS.items()}
             results["settled or rejected transfers whose Redis record is missing or disagrees with the postings"] = \
                 redis_records_that_disagree(conn, f"{prefix}-%")
+        results["process groups that killed Airflow programs left running after their restart"] = \
+            leftovers.count("ending what a killed Airflow program left")
         for name, count in results.items():
             print(f"  {count:>8}  {name}")
         print(f"statuses: {statuses}")

@@ -10,6 +10,7 @@
 #   stack.sh pipeline on|off    unpause (pause) the produce, clear and settle DAGs
 #   stack.sh reset              start the pipeline's data over: database, topics and Redis records
 #   stack.sh leftovers          end what Airflow programs killed outright left behind (down does it too)
+#   stack.sh airflow PROGRAM    end those leftovers, then run `airflow PROGRAM` (supervisord starts Airflow so)
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
@@ -133,7 +134,7 @@ pg_root() {
 }
 
 write_supervisor_conf() {
-  local pg="$1" airflow="$LEDGERFLOW_VENV/bin/airflow" with_env="$STACK_DIR/with-env"
+  local pg="$1"
   mkdir -p "$(dirname "$SUPERVISOR_CONF")" "$LOG_DIR"
   cat >"$SUPERVISOR_CONF" <<EOF
 ; Written by include/stack/stack.sh; edit that, not this.
@@ -186,7 +187,7 @@ programs=postgres,redis,kafka
 priority=100
 
 [program:airflow-api-server]
-command=$with_env $airflow api-server --port $LEDGERFLOW_AIRFLOW_PORT --workers 1
+command=$STACK_DIR/stack.sh airflow api-server --port $LEDGERFLOW_AIRFLOW_PORT --workers 1
 autostart=false
 stopasgroup=true
 killasgroup=true
@@ -194,7 +195,7 @@ redirect_stderr=true
 stdout_logfile=$LOG_DIR/airflow-api-server.log
 
 [program:airflow-scheduler]
-command=$with_env $airflow scheduler
+command=$STACK_DIR/stack.sh airflow scheduler
 autostart=false
 stopasgroup=true
 killasgroup=true
@@ -202,7 +203,7 @@ redirect_stderr=true
 stdout_logfile=$LOG_DIR/airflow-scheduler.log
 
 [program:airflow-dag-processor]
-command=$with_env $airflow dag-processor
+command=$STACK_DIR/stack.sh airflow dag-processor
 autostart=false
 stopasgroup=true
 killasgroup=true
@@ -210,7 +211,7 @@ redirect_stderr=true
 stdout_logfile=$LOG_DIR/airflow-dag-processor.log
 
 [program:airflow-triggerer]
-command=$with_env $airflow triggerer
+command=$STACK_DIR/stack.sh airflow triggerer
 autostart=false
 stopasgroup=true
 killasgroup=true
@@ -535,6 +536,18 @@ stop_leftover_airflow_processes() {
     kill -KILL -- "-$group" 2>/dev/null || true
     ended+="$group "
   done
+  # gone before the caller goes on: the next scheduler binds the log port the old one's log server held
+  local tries
+  for group in $ended; do
+    for tries in $(seq 100); do kill -0 -- "-$group" 2>/dev/null && sleep 0.1 || break; done
+  done
+}
+
+# supervisord starts each Airflow program through this: one killed outright is started again at once, and its
+# leftovers would keep the log port from the new one (which then serves no logs) and memory for ever.
+exec_airflow_program() {
+  stop_leftover_airflow_processes
+  exec "$LEDGERFLOW_VENV/bin/airflow" "$@"
 }
 
 cmd_down() {
@@ -574,5 +587,6 @@ case "${1:-}" in
   pipeline) shift; cmd_pipeline "$@" ;;
   reset) cmd_reset ;;
   leftovers) stop_leftover_airflow_processes ;;
-  *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  airflow) shift; exec_airflow_program "$@" ;;
+  *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

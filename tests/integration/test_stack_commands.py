@@ -1,8 +1,10 @@
 """The local stack's commands are idempotent and fail clearly."""
 
 import os
+import signal
 import subprocess
 import threading
+import time
 import uuid
 from contextlib import closing, contextmanager, suppress
 
@@ -14,6 +16,7 @@ from airflow.providers.postgres.hooks.postgres import PostgresHook
 from confluent_kafka import KafkaException
 from psycopg import sql
 
+from include.bench.fault_drill import scheduler_pid
 from include.stack.migrate import MIGRATIONS_LOCK, MIGRATIONS_UNLOCK, MigrationError, migrate
 from ledgerflow import topology
 from ledgerflow.store.kafka import (LedgerflowConsumerHook, LedgerflowProducerHook, commit, consume_batches,
@@ -22,6 +25,7 @@ from tests.conftest import REPO_ROOT, open_pg
 from tests.integration.conftest import a_session_waits_for
 
 STACK = str(REPO_ROOT / "include" / "stack" / "stack.sh")
+VENV_PYTHON = os.path.join(os.environ["LEDGERFLOW_VENV"], "bin", "python")
 
 
 def run_stack(*args, env=None):
@@ -240,3 +244,79 @@ def test_reset_starts_the_pipeline_data_over_and_leaves_everything_else_alone():
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
         with suppress(KafkaException):  # the topic is missing if the first reset failed; that failure is the one to see
             KafkaAdminClientHook(kafka_config_id=topology.KAFKA_CONN_ID).delete_topic([topic])
+
+
+def group_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[2])
+    except (OSError, ValueError):  # ended meanwhile
+        return None
+
+
+def processes_in_group(group: int) -> dict[int, bytes]:
+    """Process id to command line of the processes in process group `group`."""
+    processes = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and group_of(int(entry)) == group:
+            with suppress(OSError):
+                with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                    processes[int(entry)] = cmdline.read()
+    return processes
+
+
+def until(condition, seconds: float, what: str):
+    deadline = time.monotonic() + seconds
+    while not (result := condition()):
+        assert time.monotonic() < deadline, f"{what} within {seconds} s"
+        time.sleep(0.2)
+    return result
+
+
+def started_in_a_group_of_its_own(script: str) -> tuple[subprocess.Popen, int]:
+    """Runs bash `script` as the leader of a new process group; returns the leader and the pid the script echoes."""
+    leader = subprocess.Popen(["bash", "-c", script], start_new_session=True, stdout=subprocess.PIPE, text=True)
+    return leader, int(leader.stdout.readline())
+
+
+def test_leftovers_ends_only_groups_of_airflow_processes_on_this_virtualenv_whose_leader_is_gone():
+    titled = ("import setproctitle, time; setproctitle.setproctitle('airflow test-leftover'); time.sleep(300)")
+    in_background = "</dev/null >/dev/null 2>&1 & echo $!"
+    orphan_leader, orphan = started_in_a_group_of_its_own(f'"{VENV_PYTHON}" -c "{titled}" {in_background}')
+    orphan_leader.wait()  # reaped: the group's leader is gone
+    live_leader, with_leader = started_in_a_group_of_its_own(f'"{VENV_PYTHON}" -c "{titled}" {in_background}; wait')
+    elsewhere_leader, elsewhere = started_in_a_group_of_its_own(
+        f'(exec -a "airflow test-leftover elsewhere" sleep 300) {in_background}')
+    elsewhere_leader.wait()
+    try:
+        for pid in orphan, with_leader:
+            until(lambda: processes_in_group(group_of(pid) or -1).get(pid, b"").startswith(b"airflow "), 30,
+                  "the Python process took its title")
+
+        result = run_stack("leftovers")
+
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert f"process group {orphan_leader.pid}: airflow test-leftover" in result.stdout
+        until(lambda: group_of(orphan) is None, 10, "the leftover ended")
+        assert group_of(with_leader) == live_leader.pid, "a group whose leader lives is not a leftover"
+        assert group_of(elsewhere) == elsewhere_leader.pid, "a process not on this virtualenv is not the stack's"
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(live_leader.pid, signal.SIGKILL)
+        with suppress(ProcessLookupError):
+            os.kill(elsewhere, signal.SIGKILL)
+        live_leader.wait()
+
+
+def test_a_scheduler_killed_outright_is_started_again_without_what_it_left():
+    killed = until(scheduler_pid, 60, "the scheduler runs")
+    left = processes_in_group(killed)
+    assert any(title.startswith(b"airflow serve-logs") for title in left.values()), left
+    assert len(left) > 2, "the executor's workers and the log server share the scheduler's group"
+
+    os.kill(killed, signal.SIGKILL)
+
+    restarted = until(lambda: (pid := scheduler_pid()) not in (None, killed) and pid, 60, "supervisord restarts it")
+    until(lambda: any(title.startswith(b"airflow serve-logs") for title in processes_in_group(restarted).values()),
+          60, "the new scheduler's log server runs (the port is free for it)")
+    assert processes_in_group(killed) == {}
