@@ -2,18 +2,19 @@
 
     include/stack/with-env python -m include.bench.fault_drill [--count 150000] [--rate 2500] [--accounts 300]
 
-`make drill` runs it. It unpauses produce, clear and settle and inserts a stream of transfers between accounts
-whose balances refuse many of them. Every 4 to 9 s it injects one fault, in rounds of seven in random order, each a
+`make drill` runs it. It unpauses produce, clear and settle and inserts a stream of transfers between accounts whose
+balances refuse many of them. Every 4 to 9 s it injects one fault, in rounds of eight in random order, each a
 SIGKILL or a restart of a process of this stack: three of the process of a running task (its try fails, and its
 retry, or the next run, takes its batch up again), one of the worker supervising a task (the task runs on
-unsupervised, and Airflow fails it once its heartbeats are missed), one of the scheduler (supervisord starts it
-again, and it resets the tasks the dead one started), a restart of Kafka and one of Redis. The first fault once the
-inserts are done is a restart of PostgreSQL (the inserting client does not reconnect). The faults go on until a
-minute after the last insert. Then it waits until every transfer of the load is settled or rejected, and checks
-what the pipeline promises whatever was retried, redelivered or restarted (see CHECKS; some the schema enforces
-itself, and are there as backstops). It prints each fault and each check, and exits 1 if a check fails, a kind of
-fault never happened, or injecting one failed. The DAGs are paused afterwards as they were. The seed (printed)
-repeats the load and the faults' order, not their timing against the pipeline's.
+unsupervised, and Airflow fails it once its heartbeats are missed), one of a worker as it takes a task, before it
+starts it (the task stays queued until the scheduler schedules it again), one of the scheduler (supervisord starts
+it again, and it resets the tasks the dead one started), a restart of Kafka and one of Redis. The first fault once
+the inserts are done is a restart of PostgreSQL (the inserting client does not reconnect). The faults go on until a
+minute after the last insert. Then it waits until every transfer of the load is settled or rejected, and checks what
+the pipeline promises whatever was retried, redelivered or restarted (see CHECKS; some the schema enforces itself,
+and are there as backstops). It prints each fault and each check, and exits 1 if a check fails, a kind of fault
+never happened, or injecting one failed. The DAGs are paused afterwards as they were. The seed (printed) repeats the
+load and the faults' order, not their timing against the pipeline's.
 """
 
 import argparse
@@ -24,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import suppress
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
@@ -39,8 +41,10 @@ from ledgerflow import topology
 STACK = f"{os.environ['LEDGERFLOW_ROOT']}/include/stack/stack.sh"
 SUPERVISORCTL = [f"{os.environ['LEDGERFLOW_VENV']}/bin/supervisorctl",
                  "-c", f"{os.environ['LEDGERFLOW_STATE']}/supervisor/supervisord.conf"]
-A_ROUND_OF_FAULTS = ["kill task"] * 3 + ["kill task supervisor", "kill scheduler", "restart kafka", "restart redis"]
+A_ROUND_OF_FAULTS = ["kill task"] * 3 + ["kill task supervisor", "kill worker taking a task", "kill scheduler",
+                                          "restart kafka", "restart redis"]
 FAULT_KINDS = {*A_ROUND_OF_FAULTS, "restart postgres"}
+IDLE = "<idle>"  # the task id in an executor's worker's title between tasks
 FAULTS_AFTER_THE_INSERTS_SECONDS = 60
 
 # Each check counts the load's rows (accounts or transactions, under the prefix %(like)s) that break a promise.
@@ -106,17 +110,45 @@ def scheduler_pid() -> int | None:
 
 def processes_to_kill(fault: str) -> list[int]:
     """The processes of this stack that `fault` may kill: its scheduler, the running tasks its executor's workers
-    started (not those of another stack on the machine), or the workers that supervise a task that has started."""
+    started (not those of another stack on the machine), the workers that supervise a task that has started, or
+    the idle workers, one of which takes the next task."""
     if not (scheduler := scheduler_pid()):
         return []
     if fault == "kill scheduler":
         return [scheduler]
     processes = task_processes_on_this_machine()
     parents = {p.pid: parent_of(p.pid) for p in processes}  # read once: a pid may end and be reused
+    if fault == "kill worker taking a task":
+        return [p.pid for p in processes if p.supervisor and parents[p.pid] == scheduler and p.task_instance_id == IDLE]
     workers = {p.pid for p in processes if p.supervisor and parents[p.pid] == scheduler}
     # a task's process takes a title of its own once it starts: before, it has its worker's
     tasks = [p.pid for p in processes if not p.supervisor and parents[p.pid] in workers]
     return sorted(tasks if fault == "kill task" else {parents[pid] for pid in tasks})
+
+
+def kill_the_first_to_take_a_task(idle_workers: list[int], seconds: float = 10) -> int | None:
+    """Kills the first of `idle_workers` to take a task, as it retitles itself, before it starts the task: the task
+    stays queued, with no process to start or fail it. None if none takes one within `seconds`."""
+    titles = {}
+    for pid in idle_workers:
+        with suppress(OSError):  # ended meanwhile
+            titles[pid] = open(f"/proc/{pid}/cmdline", "rb")
+    try:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            for pid, title in titles.items():
+                title.seek(0)
+                try:
+                    taken = IDLE.encode() not in title.read()
+                except OSError:  # ended meanwhile
+                    taken = False
+                if taken and kill(pid):
+                    return pid
+            time.sleep(0.002)  # the window until the task starts is tens of milliseconds
+        return None
+    finally:
+        for title in titles.values():
+            title.close()
 
 
 def kill(pid: int) -> bool:
@@ -150,7 +182,12 @@ def inject_faults(until: threading.Event, inserting: threading.Event, rng: rando
                 plan = plan or rng.sample(A_ROUND_OF_FAULTS, len(A_ROUND_OF_FAULTS))
                 fault = plan.pop()
                 pids = processes_to_kill(fault) if fault.startswith("kill") else []
-        if fault.startswith("kill"):
+        if fault == "kill worker taking a task":
+            if not pids or not (pid := kill_the_first_to_take_a_task(pids)):
+                waiting.append(fault)
+                continue
+            detail = f" (pid {pid})"
+        elif fault.startswith("kill"):
             if not pids or not kill(pid := rng.choice(pids)):
                 waiting.append(fault)
                 continue

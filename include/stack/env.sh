@@ -48,7 +48,8 @@ export AIRFLOW_HOME="$LEDGERFLOW_STATE/airflow"
 export AIRFLOW__CORE__DAGS_FOLDER="$LEDGERFLOW_ROOT/dags"
 export AIRFLOW__CORE__PLUGINS_FOLDER="$LEDGERFLOW_ROOT/plugins"
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
-export AIRFLOW__CORE__EXECUTOR=LocalExecutor
+# LocalExecutor, with the revoke that lets the scheduler requeue a task stuck in queued (see the module)
+export AIRFLOW__CORE__EXECUTOR=ledgerflow.executors.local.RequeuingLocalExecutor
 export AIRFLOW__CORE__FERNET_KEY="$LEDGERFLOW_AIRFLOW_FERNET_KEY"
 export AIRFLOW__CORE__EXECUTION_API_SERVER_URL="http://127.0.0.1:${LEDGERFLOW_AIRFLOW_PORT}/execution/"
 export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="${LEDGERFLOW_AIRFLOW_ADMIN_USER}:admin"
@@ -64,6 +65,11 @@ export AIRFLOW__API_AUTH__JWT_SECRET="$LEDGERFLOW_AIRFLOW_JWT_SECRET"
 # the tasks a crashed scheduler had started are reset by the next one 30 to 60 s after the crash rather than 5 minutes.
 export AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT=60
 export AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL=30
+# A task whose worker was killed before it started it stays queued: it is scheduled again 60 to 90 s after it was
+# queued, rather than never (LocalExecutor). A task waits for a free worker for well under a second here (32
+# workers, a handful of tasks at a time); one queued longer than this is scheduled again as well.
+export AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT=60
+export AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL=30
 # The plugins folder holds the ledgerflow package; project commands and tests import it like Airflow does.
 export PYTHONPATH="$LEDGERFLOW_ROOT/plugins${PYTHONPATH:+:$PYTHONPATH}"
 export PATH="$LEDGERFLOW_VENV/bin:$PATH"

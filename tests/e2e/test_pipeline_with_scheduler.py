@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from include.bench.fault_drill import kill_the_first_to_take_a_task, processes_to_kill
 from tests.e2e.conftest import Scenario
 
 BOUND_SECONDS = 120
@@ -60,3 +61,25 @@ def test_a_run_triggered_without_a_logical_date_takes_the_window_before_the_trig
     assert datetime.fromisoformat(fields["window_end"]) == triggered
     window_start = fields["window_start"] and datetime.fromisoformat(fields["window_start"])
     assert window_start == (None if hours_back is None else triggered - timedelta(hours=hours_back))
+
+
+def test_a_task_whose_worker_was_killed_before_starting_it_is_scheduled_again_and_runs(airflow_api):
+    """The worker that takes produce's next task is killed before it starts it: no process is left to start or fail
+    the task, and only the scheduler's task_queued_timeout, with an executor that can revoke, takes it up again."""
+    idle_workers = processes_to_kill("kill worker taking a task")
+    try:
+        airflow_api.set_paused("ledgerflow_produce", False)
+        assert kill_the_first_to_take_a_task(idle_workers, seconds=60), "a worker took produce's task"
+        time.sleep(2)
+        [run] = airflow_api.active_runs("ledgerflow_produce")
+        [task] = airflow_api.task_instances("ledgerflow_produce", run["dag_run_id"])
+        assert task["state"] == "queued", "killed before it started the task"
+        started = time.monotonic()
+        while (run := airflow_api.run("ledgerflow_produce", run["dag_run_id"]))["state"] not in ("success", "failed"):
+            assert time.monotonic() - started < 150, f"{run['dag_run_id']} still {run['state']}"
+            time.sleep(1)
+    finally:
+        airflow_api.stop_pipeline()
+
+    assert run["state"] == "success"
+    print(f"the stuck run succeeded {time.monotonic() - started:.0f} s after the kill")

@@ -103,10 +103,11 @@ def test_airflow_metadata_database_matches_the_local_stack(compose):
     assert url.rsplit("/", 1)[1] == local_url.rsplit("/", 1)[1], "same database name"
 
 
-def test_the_scheduler_takes_up_a_dead_task_as_soon_as_on_the_local_stack(compose):
+def test_the_scheduler_takes_up_a_dead_or_stuck_task_as_soon_as_on_the_local_stack(compose):
+    recovery = ("AIRFLOW__SCHEDULER__", "AIRFLOW__CORE__EXECUTOR")
     settings = {key: value for key, value in compose["services"]["airflow-scheduler"]["environment"].items()
-                if key.startswith("AIRFLOW__SCHEDULER__")}
-    assert settings == {key: value for key, value in os.environ.items() if key.startswith("AIRFLOW__SCHEDULER__")}
+                if key.startswith(recovery)}
+    assert settings == {key: value for key, value in os.environ.items() if key.startswith(recovery)}
     assert settings  # the local stack's settings are there to compare
 
 
