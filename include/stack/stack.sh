@@ -514,10 +514,32 @@ EOF
 }
 
 # An Airflow program killed outright (not stopped) leaves its children behind: the scheduler its executor's workers,
-# each waiting for work for ever (or supervising a task the next scheduler resets), and the scheduler and triggerer
-# their log servers, which keep the log port. They stay in the dead program's process group, which supervisord's
-# stop does not reach: a group whose leader is gone. They are this stack's if they run on its virtualenv's
-# libraries (their environment is not there to read: setproctitle wrote their titles over it).
+# each waiting for work for ever or supervising a task, and the scheduler and triggerer their log servers, which
+# keep the log port. They stay in the dead program's process group, which supervisord's stop does not reach: a
+# group whose leader is gone. The tasks those workers started run on in groups of their own.
+
+# Ends process group $1, and the groups its members started for their tasks (a task's process leads a group of its
+# own: unsupervised, it would run on beside its retry). Waits until they are gone: the next scheduler binds the log
+# port the old one's log server held.
+end_process_group() {
+  local group="$1" stat pid parent pgrp rest table groups tries
+  for stat in /proc/[0-9]*/stat; do
+    rest=$(cat 2>/dev/null "$stat") || continue
+    read -r _ parent pgrp _ <<<"${rest##*) }"
+    pid=${stat#/proc/}; table+="${pid%/stat} $parent $pgrp"$'\n'
+  done
+  groups=$(awk -v group="$group" '$3 == group { member[$1] = 1 } { parent[$1] = $2; pgrp[$1] = $3 }
+    END { for (pid in parent) if (member[parent[pid]] && pgrp[pid] == pid) print pid; print group }' <<<"$table")
+  for group in $groups; do kill -KILL -- "-$group" 2>/dev/null || true; done
+  for group in $groups; do
+    for tries in $(seq 100); do kill -0 -- "-$group" 2>/dev/null && sleep 0.1 || break; done
+    kill -0 -- "-$group" 2>/dev/null && say "process group $group has not ended 10 s after SIGKILL"
+  done
+  return 0
+}
+
+# Every such group on the machine whose processes run on this checkout's virtualenv's libraries (their environment
+# is not there to read: setproctitle wrote their titles over it), for `down` and `leftovers`.
 stop_leftover_airflow_processes() {
   local stat pid title rest group ended=" " own_group venv
   rest=$(cat /proc/$$/stat)
@@ -533,20 +555,22 @@ stop_leftover_airflow_processes() {
       [[ "$ended" != *" $group "* ]] || continue
     grep -qF " $venv/" 2>/dev/null "/proc/$pid/maps" || continue
     say "ending what a killed Airflow program left (process group $group: ${title% })"
-    kill -KILL -- "-$group" 2>/dev/null || true
+    end_process_group "$group"
     ended+="$group "
-  done
-  # gone before the caller goes on: the next scheduler binds the log port the old one's log server held
-  local tries
-  for group in $ended; do
-    for tries in $(seq 100); do kill -0 -- "-$group" 2>/dev/null && sleep 0.1 || break; done
   done
 }
 
-# supervisord starts each Airflow program through this: one killed outright is started again at once, and its
-# leftovers would keep the log port from the new one (which then serves no logs) and memory for ever.
+# supervisord starts each Airflow program through this, and starts one killed outright again at once. The group
+# its last start led is ended first if its leader is gone: exactly that program's leftovers (a process group's id
+# is not reused while the group has members), which would keep the log port from the new one, and memory.
 exec_airflow_program() {
-  stop_leftover_airflow_processes
+  local record="$LEDGERFLOW_STATE/supervisor/airflow-$1.group" group
+  group=$(cat 2>/dev/null "$record") || group=
+  if [[ "$group" =~ ^[0-9]+$ ]] && [ ! -e "/proc/$group" ] && kill -0 -- "-$group" 2>/dev/null; then
+    say "ending what a killed Airflow program left (process group $group: airflow $1)"
+    end_process_group "$group"
+  fi
+  echo $$ >"$record"
   exec "$LEDGERFLOW_VENV/bin/airflow" "$@"
 }
 

@@ -16,7 +16,7 @@ from airflow.providers.postgres.hooks.postgres import PostgresHook
 from confluent_kafka import KafkaException
 from psycopg import sql
 
-from include.bench.fault_drill import scheduler_pid
+from include.bench.fault_drill import parent_of, scheduler_pid
 from include.stack.migrate import MIGRATIONS_LOCK, MIGRATIONS_UNLOCK, MigrationError, migrate
 from ledgerflow import topology
 from ledgerflow.store.kafka import (LedgerflowConsumerHook, LedgerflowProducerHook, commit, consume_batches,
@@ -279,11 +279,19 @@ def started_in_a_group_of_its_own(script: str) -> tuple[subprocess.Popen, int]:
     return leader, int(leader.stdout.readline())
 
 
+def children_of(pid: int) -> list[int]:
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit() and parent_of(int(entry)) == pid]
+
+
 def test_leftovers_ends_only_groups_of_airflow_processes_on_this_virtualenv_whose_leader_is_gone():
-    titled = ("import setproctitle, time; setproctitle.setproctitle('airflow test-leftover'); time.sleep(300)")
+    titled = "import setproctitle, time; setproctitle.setproctitle('airflow test-leftover'); time.sleep(300)"
+    # as an executor's worker does, the orphan started a task, whose process leads a group of its own
+    with_a_task = ("import os, setproctitle, time; task = os.fork() == 0; task and os.setpgid(0, 0); "
+                   "setproctitle.setproctitle('airflow test-leftover' + (' task' if task else '')); time.sleep(300)")
     in_background = "</dev/null >/dev/null 2>&1 & echo $!"
-    orphan_leader, orphan = started_in_a_group_of_its_own(f'"{VENV_PYTHON}" -c "{titled}" {in_background}')
+    orphan_leader, orphan = started_in_a_group_of_its_own(f'"{VENV_PYTHON}" -c "{with_a_task}" {in_background}')
     orphan_leader.wait()  # reaped: the group's leader is gone
+    [task] = until(lambda: children_of(orphan), 30, "the orphan started its task")
     live_leader, with_leader = started_in_a_group_of_its_own(f'"{VENV_PYTHON}" -c "{titled}" {in_background}; wait')
     elsewhere_leader, elsewhere = started_in_a_group_of_its_own(
         f'(exec -a "airflow test-leftover elsewhere" sleep 300) {in_background}')
@@ -298,11 +306,13 @@ def test_leftovers_ends_only_groups_of_airflow_processes_on_this_virtualenv_whos
         assert result.returncode == 0, result.stdout + result.stderr
         assert f"process group {orphan_leader.pid}: airflow test-leftover" in result.stdout
         until(lambda: group_of(orphan) is None, 10, "the leftover ended")
+        until(lambda: group_of(task) is None, 10, "the leftover's task ended")
         assert group_of(with_leader) == live_leader.pid, "a group whose leader lives is not a leftover"
         assert group_of(elsewhere) == elsewhere_leader.pid, "a process not on this virtualenv is not the stack's"
     finally:
-        with suppress(ProcessLookupError):
-            os.killpg(live_leader.pid, signal.SIGKILL)
+        for group in orphan_leader.pid, task, live_leader.pid:
+            with suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
         with suppress(ProcessLookupError):
             os.kill(elsewhere, signal.SIGKILL)
         live_leader.wait()
