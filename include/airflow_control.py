@@ -135,6 +135,11 @@ class AirflowApi:
         response.raise_for_status()
         return response.json()["rendered_fields"]
 
+    def queued_task_instance_ids(self) -> set[str]:
+        response = self.client.get("/dags/~/dagRuns/~/taskInstances", params={"state": "queued", "limit": 1000})
+        response.raise_for_status()
+        return {task["id"] for task in response.json()["task_instances"]}
+
     def running_tasks(self, dag_id: str) -> list[dict]:
         response = self.client.get(f"/dags/{dag_id}/dagRuns/~/taskInstances", params={"state": "running"})
         response.raise_for_status()

@@ -7,14 +7,15 @@ balances refuse many of them. Every 4 to 9 s it injects one fault, in rounds of 
 SIGKILL or a restart of a process of this stack: three of the process of a running task (its try fails, and its
 retry, or the next run, takes its batch up again), one of the worker supervising a task (the task runs on
 unsupervised, and Airflow fails it once its heartbeats are missed), one of a worker as it takes a task, before it
-starts it (the task stays queued until the scheduler schedules it again), one of the scheduler (supervisord starts
-it again, and it resets the tasks the dead one started), a restart of Kafka and one of Redis. The first fault once
-the inserts are done is a restart of PostgreSQL (the inserting client does not reconnect). The faults go on until a
-minute after the last insert. Then it waits until every transfer of the load is settled or rejected, and checks what
-the pipeline promises whatever was retried, redelivered or restarted (see CHECKS; some the schema enforces itself,
-and are there as backstops). It prints each fault and each check, and exits 1 if a check fails, a kind of fault
-never happened, or injecting one failed. The DAGs are paused afterwards as they were. The seed (printed) repeats the
-load and the faults' order, not their timing against the pipeline's.
+starts it (the task stays queued until the scheduler schedules it again; a kill that comes too late counts as the
+one before, and is tried again), one of the scheduler (supervisord starts it again, and it resets the tasks the dead
+one started), a restart of Kafka and one of Redis. The first fault once the inserts are done is a restart of
+PostgreSQL (the inserting client does not reconnect). The faults go on until a minute after the last insert. Then it
+waits until every transfer of the load is settled or rejected, and checks what the pipeline promises whatever was
+retried, redelivered or restarted (see CHECKS; some the schema enforces itself, and are there as backstops). It
+prints each fault and each check, and exits 1 if a check fails, a kind of fault never happened, or injecting one
+failed. The DAGs are paused afterwards as they were. The seed (printed) repeats the load and the faults' order, not
+their timing against the pipeline's.
 """
 
 import argparse
@@ -29,11 +30,12 @@ from contextlib import suppress
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
+import httpx
 import psycopg
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 from airflow.providers.redis.hooks.redis import RedisHook
 
-from include.airflow_control import AirflowApi, task_processes_on_this_machine
+from include.airflow_control import TASK_PROCESS_TITLE, AirflowApi, task_processes_on_this_machine
 from include.bench.pipeline_bench import with_dags
 from include.generate_transactions import create_accounts, insert, transfers
 from ledgerflow import topology
@@ -126,9 +128,10 @@ def processes_to_kill(fault: str) -> list[int]:
     return sorted(tasks if fault == "kill task" else {parents[pid] for pid in tasks})
 
 
-def kill_the_first_to_take_a_task(idle_workers: list[int], seconds: float = 10) -> int | None:
-    """Kills the first of `idle_workers` to take a task, as it retitles itself, before it starts the task: the task
-    stays queued, with no process to start or fail it. None if none takes one within `seconds`."""
+def kill_the_first_to_take_a_task(idle_workers: list[int], seconds: float = 10) -> tuple[int, str] | None:
+    """Kills the first of `idle_workers` to take a task, as it retitles itself, before it starts the task (if quick
+    enough: see `still_queued`): the task stays queued, with no process to start or fail it. Returns the worker's
+    pid and the task instance's id, or None if no worker takes a task within `seconds`."""
     titles = {}
     for pid in idle_workers:
         with suppress(OSError):  # ended meanwhile
@@ -139,16 +142,30 @@ def kill_the_first_to_take_a_task(idle_workers: list[int], seconds: float = 10) 
             for pid, title in titles.items():
                 title.seek(0)
                 try:
-                    taken = IDLE.encode() not in title.read()
+                    taken = TASK_PROCESS_TITLE.match(title.read().split(b"\0")[0])
                 except OSError:  # ended meanwhile
-                    taken = False
-                if taken and kill(pid):
-                    return pid
+                    taken = None
+                if taken and taken.group(1) != IDLE.encode() and kill(pid):
+                    return pid, taken.group(1).decode()
             time.sleep(0.002)  # the window until the task starts is tens of milliseconds
         return None
     finally:
         for title in titles.values():
             title.close()
+
+
+def still_queued(api: AirflowApi, task_instance_id: str, seconds: float = 30) -> bool:
+    """Whether the task instance is queued a second from now: its worker was killed before it started it. The API
+    may fail meanwhile, while PostgreSQL restarts."""
+    deadline = time.monotonic() + seconds
+    time.sleep(1)
+    while True:
+        try:
+            return task_instance_id in api.queued_task_instance_ids()
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
 
 
 def kill(pid: int) -> bool:
@@ -165,7 +182,8 @@ def restart(service: str) -> None:
         raise RuntimeError(f"supervisorctl restart services:{service} failed: {result.stdout}{result.stderr}")
 
 
-def inject_faults(until: threading.Event, inserting: threading.Event, rng: random.Random, faults: list[str]) -> None:
+def inject_faults(api: AirflowApi, until: threading.Event, inserting: threading.Event, rng: random.Random,
+                  faults: list[str]) -> None:
     """One fault every 4 to 9 s until `until` is set, appended to `faults` as it is done. PostgreSQL is restarted
     once, first thing after `inserting` is clear."""
     started, plan, waiting, postgres_restarted = time.monotonic(), [], [], False
@@ -183,10 +201,14 @@ def inject_faults(until: threading.Event, inserting: threading.Event, rng: rando
                 fault = plan.pop()
                 pids = processes_to_kill(fault) if fault.startswith("kill") else []
         if fault == "kill worker taking a task":
-            if not pids or not (pid := kill_the_first_to_take_a_task(pids)):
+            if not pids or not (taken := kill_the_first_to_take_a_task(pids)):
                 waiting.append(fault)
                 continue
-            detail = f" (pid {pid})"
+            pid, task_instance_id = taken
+            if not still_queued(api, task_instance_id):  # killed too late, once its task had started
+                waiting.append(fault)
+                fault = "kill task supervisor"
+            detail = f" (pid {pid}, task instance {task_instance_id})"
         elif fault.startswith("kill"):
             if not pids or not kill(pid := rng.choice(pids)):
                 waiting.append(fault)
@@ -266,7 +288,7 @@ def main() -> int:
 
         def injecting():
             try:
-                inject_faults(until, inserting, fault_rng, faults)
+                inject_faults(AirflowApi(), until, inserting, fault_rng, faults)
             except BaseException as error:  # reported below: a drill whose faults stopped must not pass
                 errors.append(error)
 

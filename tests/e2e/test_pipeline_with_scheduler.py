@@ -69,11 +69,11 @@ def test_a_task_whose_worker_was_killed_before_starting_it_is_scheduled_again_an
     idle_workers = processes_to_kill("kill worker taking a task")
     try:
         airflow_api.set_paused("ledgerflow_produce", False)
-        assert kill_the_first_to_take_a_task(idle_workers, seconds=60), "a worker took produce's task"
+        assert (taken := kill_the_first_to_take_a_task(idle_workers, seconds=60)), "a worker took produce's task"
         time.sleep(2)
         [run] = airflow_api.active_runs("ledgerflow_produce")
         [task] = airflow_api.task_instances("ledgerflow_produce", run["dag_run_id"])
-        assert task["state"] == "queued", "killed before it started the task"
+        assert (task["id"], task["state"]) == (taken[1], "queued"), "killed before it started the task"
         started = time.monotonic()
         while (run := airflow_api.run("ledgerflow_produce", run["dag_run_id"]))["state"] not in ("success", "failed"):
             assert time.monotonic() - started < 150, f"{run['dag_run_id']} still {run['state']}"
