@@ -66,8 +66,9 @@ export AIRFLOW__API_AUTH__JWT_SECRET="$LEDGERFLOW_AIRFLOW_JWT_SECRET"
 export AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT=60
 export AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL=30
 # A task whose worker was killed before it started it stays queued: it is scheduled again 60 to 90 s after it was
-# queued, rather than never (LocalExecutor). A task waits for a free worker for well under a second here (32
-# workers, a handful of tasks at a time); one queued longer than this is scheduled again as well.
+# queued, rather than when the scheduler restarts (LocalExecutor cannot revoke). A task waits for a free worker for
+# well under a second here (32 workers, a handful of tasks at a time); one queued longer is scheduled again as
+# well, and cannot start any more: the timeout is also how long its start token is valid.
 export AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT=60
 export AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL=30
 # The plugins folder holds the ledgerflow package; project commands and tests import it like Airflow does.
