@@ -10,7 +10,7 @@
 #   stack.sh pipeline on|off    unpause (pause) the produce, clear and settle DAGs
 #   stack.sh reset              start the pipeline's data over: database, topics and Redis records
 #   stack.sh leftovers          end what Airflow programs killed outright left behind (down does it too)
-#   stack.sh airflow PROGRAM    end those leftovers, then run `airflow PROGRAM` (supervisord starts Airflow so)
+#   stack.sh airflow PROGRAM    for supervisord: end what PROGRAM killed left, then run `airflow PROGRAM`
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
@@ -518,57 +518,70 @@ EOF
 # keep the log port. They stay in the dead program's process group, which supervisord's stop does not reach: a
 # group whose leader is gone. The tasks those workers started run on in groups of their own.
 
+# Whether process $1 is one of this checkout's Airflow processes: titled `airflow ...` and running on its
+# virtualenv's libraries (its environment is not there to read: setproctitle wrote its title over it).
+is_this_checkouts_airflow_process() {
+  local title
+  title=$(tr -s '\0 ' '  ' 2>/dev/null <"/proc/$1/cmdline") || return 1
+  [[ "$title" == "airflow "* ]] && grep -qF " $(realpath -m "$LEDGERFLOW_VENV")/" 2>/dev/null "/proc/$1/maps"
+}
+
+# "pid parent group" of every process.
+process_table() {
+  local stat rest parent group
+  for stat in /proc/[0-9]*/stat; do
+    rest=$(cat 2>/dev/null "$stat") || continue
+    read -r _ parent group _ <<<"${rest##*) }"
+    stat=${stat#/proc/}; echo "${stat%/stat} $parent $group"
+  done
+}
+
 # Ends process group $1, and the groups its members started for their tasks (a task's process leads a group of its
 # own: unsupervised, it would run on beside its retry). Waits until they are gone: the next scheduler binds the log
 # port the old one's log server held.
 end_process_group() {
-  local group="$1" stat pid parent pgrp rest table groups tries
-  for stat in /proc/[0-9]*/stat; do
-    rest=$(cat 2>/dev/null "$stat") || continue
-    read -r _ parent pgrp _ <<<"${rest##*) }"
-    pid=${stat#/proc/}; table+="${pid%/stat} $parent $pgrp"$'\n'
-  done
-  groups=$(awk -v group="$group" '$3 == group { member[$1] = 1 } { parent[$1] = $2; pgrp[$1] = $3 }
-    END { for (pid in parent) if (member[parent[pid]] && pgrp[pid] == pid) print pid; print group }' <<<"$table")
+  local group="$1" groups deadline
+  kill -STOP -- "-$group" 2>/dev/null || true  # no member starts another task between the look and the kill
+  groups=$(process_table | awk -v group="$group" '$3 == group { member[$1] = 1 } { parent[$1] = $2; pgrp[$1] = $3 }
+    END { for (pid in parent) if (member[parent[pid]] && pgrp[pid] == pid) print pid; print group }')
   for group in $groups; do kill -KILL -- "-$group" 2>/dev/null || true; done
+  deadline=$((SECONDS + 10))
   for group in $groups; do
-    for tries in $(seq 100); do kill -0 -- "-$group" 2>/dev/null && sleep 0.1 || break; done
+    while kill -0 -- "-$group" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
     kill -0 -- "-$group" 2>/dev/null && say "process group $group has not ended 10 s after SIGKILL"
   done
   return 0
 }
 
-# Every such group on the machine whose processes run on this checkout's virtualenv's libraries (their environment
-# is not there to read: setproctitle wrote their titles over it), for `down` and `leftovers`.
+# Every such group on the machine, of this checkout's Airflow processes, for `down` and `leftovers`.
 stop_leftover_airflow_processes() {
-  local stat pid title rest group ended=" " own_group venv
-  rest=$(cat /proc/$$/stat)
-  read -r _ _ own_group _ <<<"${rest##*) }"
-  venv=$(realpath "$LEDGERFLOW_VENV")
-  for stat in /proc/[0-9]*/stat; do
-    pid=${stat#/proc/}; pid=${pid%/stat}
-    title=$(tr -s '\0 ' '  ' 2>/dev/null <"/proc/$pid/cmdline") || continue
-    [[ "$title" == "airflow "* ]] || continue
-    rest=$(cat 2>/dev/null "$stat") || continue
-    read -r _ _ group _ <<<"${rest##*) }"
-    [[ "$group" =~ ^[0-9]+$ ]] && [ "$group" != "$own_group" ] && [ ! -e "/proc/$group" ] &&
-      [[ "$ended" != *" $group "* ]] || continue
-    grep -qF " $venv/" 2>/dev/null "/proc/$pid/maps" || continue
-    say "ending what a killed Airflow program left (process group $group: ${title% })"
+  local pid parent group ended=" " own_group
+  own_group=$(process_table | awk -v pid=$$ '$1 == pid { print $3 }')
+  while read -r pid parent group; do
+    [ "$group" != "$own_group" ] && [ ! -e "/proc/$group" ] && [[ "$ended" != *" $group "* ]] &&
+      is_this_checkouts_airflow_process "$pid" || continue
+    say "ending what a killed Airflow program left (process group $group:" \
+      "$(tr -s '\0 ' '  ' 2>/dev/null <"/proc/$pid/cmdline"))"
     end_process_group "$group"
     ended+="$group "
-  done
+  done < <(process_table)
 }
 
 # supervisord starts each Airflow program through this, and starts one killed outright again at once. The group
-# its last start led is ended first if its leader is gone: exactly that program's leftovers (a process group's id
-# is not reused while the group has members), which would keep the log port from the new one, and memory.
+# its last start led is ended first if its leader is gone and it still holds this checkout's Airflow processes:
+# that program's leftovers (a group's id is not reused while the group has members), which would keep the log
+# port from the new one, and memory.
 exec_airflow_program() {
-  local record="$LEDGERFLOW_STATE/supervisor/airflow-$1.group" group
+  local record="$LEDGERFLOW_STATE/supervisor/airflow-$1.group" group pid
   group=$(cat 2>/dev/null "$record") || group=
-  if [[ "$group" =~ ^[0-9]+$ ]] && [ ! -e "/proc/$group" ] && kill -0 -- "-$group" 2>/dev/null; then
-    say "ending what a killed Airflow program left (process group $group: airflow $1)"
-    end_process_group "$group"
+  if [[ "$group" =~ ^[0-9]+$ ]] && [ ! -e "/proc/$group" ]; then
+    for pid in $(process_table | awk -v group="$group" '$3 == group { print $1 }'); do
+      if is_this_checkouts_airflow_process "$pid"; then
+        say "ending what a killed Airflow program left (process group $group: airflow $1)"
+        end_process_group "$group"
+        break
+      fi
+    done
   fi
   echo $$ >"$record"
   exec "$LEDGERFLOW_VENV/bin/airflow" "$@"
@@ -580,6 +593,7 @@ cmd_down() {
     supervisorctl shutdown >/dev/null
     wait_for "supervisord shutdown" 120 bash -c "! [ -S '$LEDGERFLOW_STATE/supervisor/supervisor.sock' ] || ! kill -0 \$(cat '$LEDGERFLOW_STATE/supervisor/supervisord.pid' 2>/dev/null) 2>/dev/null"
   fi
+  rm -f "$LEDGERFLOW_STATE"/supervisor/airflow-*.group  # the groups they name are gone
   stop_leftover_airflow_processes
   say "stopped"
 }

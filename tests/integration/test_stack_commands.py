@@ -6,7 +6,7 @@ import subprocess
 import threading
 import time
 import uuid
-from contextlib import closing, contextmanager, suppress
+from contextlib import ExitStack, closing, contextmanager, suppress
 
 import psycopg
 import pytest
@@ -273,49 +273,64 @@ def until(condition, seconds: float, what: str):
     return result
 
 
-def started_in_a_group_of_its_own(script: str) -> tuple[subprocess.Popen, int]:
-    """Runs bash `script` as the leader of a new process group; returns the leader and the pid the script echoes."""
+@contextmanager
+def started_in_a_group_of_its_own(script: str, *, leader_stays: bool = False):
+    """Runs bash `script` as the leader of a new process group; the leader exits (and is reaped) once the script
+    echoed a pid, unless `leader_stays`. Yields the group and that pid; ends what is left of the group after."""
     leader = subprocess.Popen(["bash", "-c", script], start_new_session=True, stdout=subprocess.PIPE, text=True)
-    return leader, int(leader.stdout.readline())
+    try:
+        pid = int(leader.stdout.readline())
+        if not leader_stays:
+            leader.wait()
+        yield leader.pid, pid
+    finally:
+        end_group(leader.pid)
+        leader.wait()
+
+
+def end_group(group: int) -> None:
+    if processes_in_group(group):  # else its id may be another group's by now
+        with suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
 
 
 def children_of(pid: int) -> list[int]:
     return [int(entry) for entry in os.listdir("/proc") if entry.isdigit() and parent_of(int(entry)) == pid]
 
 
+def has_title(pid: int) -> bool:
+    return processes_in_group(group_of(pid) or -1).get(pid, b"").startswith(b"airflow ")
+
+
+TITLED = "import setproctitle, time; setproctitle.setproctitle('airflow test-leftover'); time.sleep(300)"
+IN_BACKGROUND = "</dev/null >/dev/null 2>&1 & echo $!"
+
+
 def test_leftovers_ends_only_groups_of_airflow_processes_on_this_virtualenv_whose_leader_is_gone():
-    titled = "import setproctitle, time; setproctitle.setproctitle('airflow test-leftover'); time.sleep(300)"
     # as an executor's worker does, the orphan started a task, whose process leads a group of its own
     with_a_task = ("import os, setproctitle, time; task = os.fork() == 0; task and os.setpgid(0, 0); "
                    "setproctitle.setproctitle('airflow test-leftover' + (' task' if task else '')); time.sleep(300)")
-    in_background = "</dev/null >/dev/null 2>&1 & echo $!"
-    orphan_leader, orphan = started_in_a_group_of_its_own(f'"{VENV_PYTHON}" -c "{with_a_task}" {in_background}')
-    orphan_leader.wait()  # reaped: the group's leader is gone
-    [task] = until(lambda: children_of(orphan), 30, "the orphan started its task")
-    live_leader, with_leader = started_in_a_group_of_its_own(f'"{VENV_PYTHON}" -c "{titled}" {in_background}; wait')
-    elsewhere_leader, elsewhere = started_in_a_group_of_its_own(
-        f'(exec -a "airflow test-leftover elsewhere" sleep 300) {in_background}')
-    elsewhere_leader.wait()
-    try:
+    with ExitStack() as stack:
+        orphan_group, orphan = stack.enter_context(
+            started_in_a_group_of_its_own(f'"{VENV_PYTHON}" -c "{with_a_task}" {IN_BACKGROUND}'))
+        [task] = until(lambda: children_of(orphan), 30, "the orphan started its task")
+        stack.callback(end_group, task)
+        until(lambda: group_of(task) == task, 30, "the task leads a group of its own")
+        live_group, with_leader = stack.enter_context(
+            started_in_a_group_of_its_own(f'"{VENV_PYTHON}" -c "{TITLED}" {IN_BACKGROUND}; wait', leader_stays=True))
+        elsewhere_group, elsewhere = stack.enter_context(
+            started_in_a_group_of_its_own(f'(exec -a "airflow test-leftover elsewhere" sleep 300) {IN_BACKGROUND}'))
         for pid in orphan, with_leader:
-            until(lambda: processes_in_group(group_of(pid) or -1).get(pid, b"").startswith(b"airflow "), 30,
-                  "the Python process took its title")
+            until(lambda: has_title(pid), 30, "the Python process took its title")
 
         result = run_stack("leftovers")
 
         assert result.returncode == 0, result.stdout + result.stderr
-        assert f"process group {orphan_leader.pid}: airflow test-leftover" in result.stdout
+        assert f"process group {orphan_group}: airflow test-leftover" in result.stdout
         until(lambda: group_of(orphan) is None, 10, "the leftover ended")
         until(lambda: group_of(task) is None, 10, "the leftover's task ended")
-        assert group_of(with_leader) == live_leader.pid, "a group whose leader lives is not a leftover"
-        assert group_of(elsewhere) == elsewhere_leader.pid, "a process not on this virtualenv is not the stack's"
-    finally:
-        for group in orphan_leader.pid, task, live_leader.pid:
-            with suppress(ProcessLookupError):
-                os.killpg(group, signal.SIGKILL)
-        with suppress(ProcessLookupError):
-            os.kill(elsewhere, signal.SIGKILL)
-        live_leader.wait()
+        assert group_of(with_leader) == live_group, "a group whose leader lives is not a leftover"
+        assert group_of(elsewhere) == elsewhere_group, "a process not on this virtualenv is not the stack's"
 
 
 def test_a_scheduler_killed_outright_is_started_again_without_what_it_left():
@@ -323,10 +338,15 @@ def test_a_scheduler_killed_outright_is_started_again_without_what_it_left():
     left = processes_in_group(killed)
     assert any(title.startswith(b"airflow serve-logs") for title in left.values()), left
     assert len(left) > 2, "the executor's workers and the log server share the scheduler's group"
+    with started_in_a_group_of_its_own(f'"{VENV_PYTHON}" -c "{TITLED}" {IN_BACKGROUND}') as (other_group, other):
+        until(lambda: has_title(other), 30, "the Python process took its title")
 
-    os.kill(killed, signal.SIGKILL)
+        os.kill(killed, signal.SIGKILL)
 
-    restarted = until(lambda: (pid := scheduler_pid()) not in (None, killed) and pid, 60, "supervisord restarts it")
-    until(lambda: any(title.startswith(b"airflow serve-logs") for title in processes_in_group(restarted).values()),
-          60, "the new scheduler's log server runs (the port is free for it)")
-    assert processes_in_group(killed) == {}
+        restarted = until(lambda: (pid := scheduler_pid()) not in (None, killed) and pid, 60,
+                          "supervisord restarts it")
+        until(lambda: any(title.startswith(b"airflow serve-logs")
+                          for title in processes_in_group(restarted).values()),
+              60, "the new scheduler's log server runs (the port is free for it)")
+        assert processes_in_group(killed) == {}
+        assert group_of(other) == other_group, "the restart ends the scheduler's leftovers, not all that look alike"
