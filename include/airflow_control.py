@@ -136,9 +136,15 @@ class AirflowApi:
         return response.json()["rendered_fields"]
 
     def queued_task_instance_ids(self) -> set[str]:
-        response = self.client.get("/dags/~/dagRuns/~/taskInstances", params={"state": "queued", "limit": 1000})
-        response.raise_for_status()
-        return {task["id"] for task in response.json()["task_instances"]}
+        ids: set[str] = set()
+        while True:  # in pages of the API's maximum, 100
+            response = self.client.get("/dags/~/dagRuns/~/taskInstances",
+                                       params={"state": "queued", "limit": 100, "offset": len(ids)})
+            response.raise_for_status()
+            page = response.json()["task_instances"]
+            ids.update(task["id"] for task in page)
+            if len(page) < 100:
+                return ids
 
     def running_tasks(self, dag_id: str) -> list[dict]:
         response = self.client.get(f"/dags/{dag_id}/dagRuns/~/taskInstances", params={"state": "running"})
