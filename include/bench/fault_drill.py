@@ -5,17 +5,17 @@
 `make drill` runs it. It unpauses produce, clear and settle and inserts a stream of transfers between accounts whose
 balances refuse many of them. Every 4 to 9 s it injects one fault, in rounds of eight in random order, each a
 SIGKILL or a restart of a process of this stack: three of the process of a running task (its try fails, and its
-retry, or the next run, takes its batch up again), one of the worker supervising a task (the task runs on
-unsupervised, and Airflow fails it once its heartbeats are missed), one of a worker as it takes a task, before it
-starts it (the task stays queued until the scheduler schedules it again; a kill that comes too late counts as the
-one before, and is tried again), one of the scheduler (supervisord starts it again, and it resets the tasks the dead
-one started), a restart of Kafka and one of Redis. The first fault once the inserts are done is a restart of
-PostgreSQL (the inserting client does not reconnect). The faults go on until a minute after the last insert. Then it
-waits until every transfer of the load is settled or rejected, and checks what the pipeline promises whatever was
-retried, redelivered or restarted (see CHECKS; some the schema enforces itself, and are there as backstops). It
-prints each fault and each check, and exits 1 if a check fails, a kind of fault never happened, or injecting one
-failed. The DAGs are paused afterwards as they were. The seed (printed) repeats the load and the faults' order, not
-their timing against the pipeline's.
+retry, or the next run, takes its batch up again), one of the worker supervising a task (the task stops draining,
+and Airflow fails it once its heartbeats are missed), one of a worker as it takes a task, before it starts it (the
+task stays queued until the scheduler schedules it again; a kill that comes too late counts as the one before, and
+is tried again), one of the scheduler (supervisord starts it again, and it resets the tasks the dead one started), a
+restart of Kafka and one of Redis. The first fault once the inserts are done is a restart of PostgreSQL (the
+inserting client does not reconnect). The faults go on until a minute after the last insert. Then it waits until
+every transfer of the load is settled or rejected, and checks what the pipeline promises whatever was retried,
+redelivered or restarted (see CHECKS; some the schema enforces itself, and are there as backstops). It prints each
+fault and each check, and exits 1 if a check fails, a kind of fault never happened, or injecting one failed. The
+DAGs are paused afterwards as they were. The seed (printed) repeats the load and the faults' order, not their timing
+against the pipeline's.
 """
 
 import argparse

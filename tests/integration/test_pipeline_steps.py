@@ -2,7 +2,9 @@
 what produce publishes, the backlog the sensor waits on, the drain loop, failed deliveries, and bad messages
 on their way to the dead-letter topic while the rest of the batch goes on."""
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -341,6 +343,64 @@ def test_a_drain_takes_a_backlog_in_full_batches_in_order_and_ends_when_the_topi
         consumer.close()
     assert [len(b) for b in batches] == [10, 10, 5]
     assert [m.value() for b in batches for m in b] == [f"m{i}".encode() for i in range(25)]
+
+
+def test_a_drain_stops_between_batches_once_told_to_stop(topics, producer):
+    publish(producer, topics["in"], ((None, f"m{i}".encode()) for i in range(25)))
+    consumer = consumer_of(topics["in"])
+    batches = []
+    try:
+        for batch in consume_batches(consumer, 10, time_budget=60, idle_timeout=30, keep_going=lambda: not batches):
+            batches.append(batch)
+    finally:
+        consumer.close()
+    assert [len(b) for b in batches] == [10]
+
+
+# A settle task's process, started by a supervising process that then ends, as when a worker is killed: the settle
+# process prints its summary when its drain is over.
+ORPHANED_SETTLE = """
+import sys
+from types import SimpleNamespace
+from ledgerflow import topology
+from ledgerflow.operators.settle import SettleTransactionsOperator
+ti = SimpleNamespace(dag_id="tests", run_id="orphaned", task_id="settle", try_number=1, map_index=-1)
+print(SettleTransactionsOperator(
+    task_id="settle", topic=sys.argv[1], group_id=sys.argv[2], dead_letter_topic=sys.argv[3],
+    kafka_config_id=topology.KAFKA_CONN_ID, postgres_conn_id=topology.POSTGRES_CONN_ID,
+    redis_conn_id=topology.REDIS_CONN_ID, idle_timeout=120).execute({"ti": ti}), flush=True)
+"""
+
+
+def test_a_task_whose_supervising_process_is_gone_stops_draining_and_commits_what_it_settled(
+        topics, producer, ledger):
+    source, destination = ledger.accounts("100.00", "0.00")
+    [cleared] = ledger.transactions((source, destination, "10.00"), status="cleared")
+    publish(producer, topics["in"], [(source.encode(), cleared_message(ledger, cleared, "10.00", source, destination))])
+    group_id = f"test-{uuid.uuid4().hex[:8]}"
+    # the supervisor: starts the task, says its pid, and ends when told to
+    with subprocess.Popen(["bash", "-c", '"$0" -c "$1" "$2" "$3" "$4" & echo $!; read -r _', sys.executable,
+                           ORPHANED_SETTLE, topics["in"], group_id, topics["dlq"]],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as supervisor:
+        task = int(supervisor.stdout.readline())
+        try:
+            deadline = time.monotonic() + 60
+            while ledger.statuses([cleared]) != {cleared: "settled"}:
+                assert time.monotonic() < deadline, "the task settled its batch"
+                time.sleep(0.2)
+
+            supervisor.stdin.write("\n")  # the supervisor ends; the topic stays open (idle_timeout 120)
+            supervisor.stdin.close()
+            supervisor.wait(10)
+
+            deadline = time.monotonic() + 15
+            while os.path.exists(f"/proc/{task}"):
+                assert time.monotonic() < deadline, "the task stopped draining once its supervisor was gone"
+                time.sleep(0.2)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(task, signal.SIGKILL)
+    assert group_backlog(topics["in"], group_id, topology.KAFKA_CONN_ID) == 0, "its batch is committed"
 
 
 # A task's consumer as a process of its own, which takes its batch and is then killed (no close(), so it never

@@ -11,7 +11,14 @@ follow-up runs only once the batch's earlier follow-up and the previous batch's 
 succeeded. A batch's offsets are committed only once all its follow-ups are done, and in order.
 
 Batch N + batches_in_flight + 1 is taken up only once batch N is done, so a step can take
-batches_in_flight + 1 connections in turn: the task's thread never uses one a follow-up still uses."""
+batches_in_flight + 1 connections in turn: the task's thread never uses one a follow-up still uses.
+
+The drain also stops, as if the topic were idle, once the process that supervises the task (its parent)
+is gone, killed say: Airflow fails the task when its heartbeats stop, and its retry takes the topic up.
+Running on unseen beside the retry, for up to the time budget, would only split the topic's partitions
+between the two."""
+
+import os
 
 import sys
 import time
@@ -51,6 +58,7 @@ class KafkaBatchOperator(BaseOperator):
         raise NotImplementedError
 
     def execute(self, context) -> dict:
+        supervisor = os.getppid()
         conn = postgres_connection(self.postgres_conn_id, self.lock_timeout)
         producer = LedgerflowProducerHook(kafka_config_id=self.kafka_config_id).get_producer()
         consumer = LedgerflowConsumerHook([self.topic], self.group_id, self.kafka_config_id).get_consumer()
@@ -81,7 +89,8 @@ class KafkaBatchOperator(BaseOperator):
             with batch_friendly_gc(), quick_thread_switches(), FollowUpThreads() as follow_up_threads:
                 try:
                     for messages in consume_batches(consumer, self.batch_size, self.time_budget, self.idle_timeout,
-                                                    on_idle=complete_all):
+                                                    on_idle=complete_all,
+                                                    keep_going=lambda: os.getppid() == supervisor):
                         if first_message_at is None:
                             first_message_at, first_message_cpu = time.monotonic(), time.process_time()
                         applied = self.process_batch(conn, producer, messages, context)
@@ -112,5 +121,8 @@ class KafkaBatchOperator(BaseOperator):
             summary["cpu_seconds"] = round(last_commit_cpu - first_message_cpu, 3)
             summary["messages_per_second"] = round(totals["messages"] / max(summary["seconds"], 1e-6))
         summary["peak_memory_mb"] = peak_memory_mb()
+        if os.getppid() != supervisor:
+            self.log.warning("%s stopped draining: the process that supervised it (pid %d) is gone", self.task_id,
+                             supervisor)
         self.log.info("%s from %s: %s", self.task_id, self.topic, summary)
         return summary

@@ -81,9 +81,11 @@ def publish(producer: Producer, topic: str, records: Iterable[tuple[str | bytes 
 
 def consume_batches(consumer: Consumer, max_messages: int, time_budget: float, idle_timeout: float,
                     first_wait: float = 15.0, next_wait: float = 0.2,
-                    on_idle: Callable[[], None] | None = None) -> Iterator[list[Message]]:
-    """Yield batches of up to `max_messages` until nothing has arrived for `idle_timeout` seconds or
-    `time_budget` seconds are spent. The first message may take a moment (the consumer joins its group).
+                    on_idle: Callable[[], None] | None = None,
+                    keep_going: Callable[[], bool] = lambda: True) -> Iterator[list[Message]]:
+    """Yield batches of up to `max_messages` until nothing has arrived for `idle_timeout` seconds,
+    `time_budget` seconds are spent or `keep_going()`, asked before each wait, says no. The first message
+    may take a moment (the consumer joins its group).
     A batch is yielded when it is full or when nothing arrives within `next_wait`, so a backlog drains
     in full batches and a trickle is processed within `next_wait` of its arrival; waiting out short gaps
     between bursts (up to `idle_timeout`) spares the next burst a new task run. The caller commits after
@@ -94,7 +96,7 @@ def consume_batches(consumer: Consumer, max_messages: int, time_budget: float, i
         return
     pending = [first]
     last_message_at = time.monotonic()
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and keep_going():
         messages = pending + consumer.consume(num_messages=max_messages - len(pending), timeout=next_wait)
         pending = []
         if not messages:
