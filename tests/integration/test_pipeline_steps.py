@@ -2,7 +2,7 @@
 what produce publishes, the backlog the sensor waits on, the drain loop, failed deliveries, and bad messages
 on their way to the dead-letter topic while the rest of the batch goes on."""
 
-import contextlib
+import ast
 import os
 import signal
 import subprocess
@@ -372,7 +372,7 @@ print(SettleTransactionsOperator(
 """
 
 
-def test_a_task_whose_supervising_process_is_gone_stops_draining_and_commits_what_it_settled(
+def test_a_task_whose_supervising_process_is_gone_stops_draining_and_returns_what_it_settled(
         topics, producer, ledger):
     source, destination = ledger.accounts("100.00", "0.00")
     [cleared] = ledger.transactions((source, destination, "10.00"), status="cleared")
@@ -383,23 +383,17 @@ def test_a_task_whose_supervising_process_is_gone_stops_draining_and_commits_wha
                            ORPHANED_SETTLE, topics["in"], group_id, topics["dlq"]],
                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as supervisor:
         task = int(supervisor.stdout.readline())
+        deadline = time.monotonic() + 60
+        while ledger.statuses([cleared]) != {cleared: "settled"}:
+            assert time.monotonic() < deadline, "the task settled its batch"
+            time.sleep(0.2)
         try:
-            deadline = time.monotonic() + 60
-            while ledger.statuses([cleared]) != {cleared: "settled"}:
-                assert time.monotonic() < deadline, "the task settled its batch"
-                time.sleep(0.2)
-
-            supervisor.stdin.write("\n")  # the supervisor ends; the topic stays open (idle_timeout 120)
-            supervisor.stdin.close()
-            supervisor.wait(10)
-
-            deadline = time.monotonic() + 15
-            while os.path.exists(f"/proc/{task}"):
-                assert time.monotonic() < deadline, "the task stopped draining once its supervisor was gone"
-                time.sleep(0.2)
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(task, signal.SIGKILL)
+            # The supervisor ends, the topic stays open (idle_timeout 120): the output ends when the task does.
+            output, _ = supervisor.communicate("\n", timeout=15)
+        except subprocess.TimeoutExpired:
+            os.kill(task, signal.SIGKILL)  # still holding the output, so still the task
+            raise AssertionError("the task did not stop draining once its supervisor was gone") from None
+    assert ast.literal_eval(output.splitlines()[-1])["settled"] == 1, "it returned its summary: " + output
     assert group_backlog(topics["in"], group_id, topology.KAFKA_CONN_ID) == 0, "its batch is committed"
 
 

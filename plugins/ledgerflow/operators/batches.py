@@ -13,13 +13,14 @@ succeeded. A batch's offsets are committed only once all its follow-ups are done
 Batch N + batches_in_flight + 1 is taken up only once batch N is done, so a step can take
 batches_in_flight + 1 connections in turn: the task's thread never uses one a follow-up still uses.
 
-The drain also stops, as if the topic were idle, once the process that supervises the task (its parent)
-is gone, killed say: Airflow fails the task when its heartbeats stop, and its retry takes the topic up.
-Running on unseen beside the retry, for up to the time budget, would only split the topic's partitions
-between the two."""
+The drain also stops, as if the topic were idle, once the process that supervises the task (its parent;
+under `airflow dags test`, the process that runs the DAG) is gone, killed say: Airflow fails the task when
+its heartbeats stop, and its retry takes the topic up. Running on unseen beside the retry, for up to the
+time budget, would only split the topic's partitions between the two. It stops at its next wait for
+messages, once its current batch is taken up. Its logs went to the supervisor: they, and its result, are
+lost with it. (With `run_as_user`, the parent is sudo, which outlives the supervisor: the drain runs on.)"""
 
 import os
-
 import sys
 import time
 from collections import Counter, deque
@@ -121,8 +122,6 @@ class KafkaBatchOperator(BaseOperator):
             summary["cpu_seconds"] = round(last_commit_cpu - first_message_cpu, 3)
             summary["messages_per_second"] = round(totals["messages"] / max(summary["seconds"], 1e-6))
         summary["peak_memory_mb"] = peak_memory_mb()
-        if os.getppid() != supervisor:
-            self.log.warning("%s stopped draining: the process that supervised it (pid %d) is gone", self.task_id,
-                             supervisor)
-        self.log.info("%s from %s: %s", self.task_id, self.topic, summary)
+        if os.getppid() == supervisor:  # else the log's socket is closed: logging would raise BrokenPipeError
+            self.log.info("%s from %s: %s", self.task_id, self.topic, summary)
         return summary

@@ -84,7 +84,8 @@ def consume_batches(consumer: Consumer, max_messages: int, time_budget: float, i
                     on_idle: Callable[[], None] | None = None,
                     keep_going: Callable[[], bool] = lambda: True) -> Iterator[list[Message]]:
     """Yield batches of up to `max_messages` until nothing has arrived for `idle_timeout` seconds,
-    `time_budget` seconds are spent or `keep_going()`, asked before each wait, says no. The first message
+    `time_budget` seconds are spent or `keep_going()`, asked before each wait, says no (if it says no at
+    once, the first message polled is not yielded: uncommitted, it is delivered again). The first message
     may take a moment (the consumer joins its group).
     A batch is yielded when it is full or when nothing arrives within `next_wait`, so a backlog drains
     in full batches and a trickle is processed within `next_wait` of its arrival; waiting out short gaps
