@@ -34,6 +34,24 @@ def _process_titles() -> Iterator[tuple[int, bytes]]:
             continue
 
 
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command's name (state, parent, process group, ...); None once the
+    process has ended."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def parent_of(pid: int) -> int | None:
+    return int(fields[1]) if (fields := _stat_fields(pid)) else None
+
+
+def group_of(pid: int) -> int | None:
+    """The process's process group."""
+    return int(fields[2]) if (fields := _stat_fields(pid)) else None
+
+
 @dataclass(frozen=True, slots=True)
 class TaskProcess:
     pid: int

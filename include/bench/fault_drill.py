@@ -29,14 +29,13 @@ import threading
 import time
 from contextlib import suppress
 from decimal import Decimal, InvalidOperation
-from pathlib import Path
 
 import httpx
 import psycopg
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 from airflow.providers.redis.hooks.redis import RedisHook
 
-from include.airflow_control import TASK_PROCESS_TITLE, AirflowApi, task_processes_on_this_machine
+from include.airflow_control import TASK_PROCESS_TITLE, AirflowApi, parent_of, task_processes_on_this_machine
 from include.bench.pipeline_bench import with_dags
 from include.generate_transactions import create_accounts, insert, transfers
 from ledgerflow import topology
@@ -98,13 +97,6 @@ def open_pg():
     return conn
 
 
-def parent_of(pid: int) -> int | None:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, ValueError):  # ended meanwhile
-        return None
-
-
 def scheduler_pid() -> int | None:
     """This stack's scheduler's process id; None while supervisord restarts it."""
     pid = int(subprocess.run([*SUPERVISORCTL, "pid", "airflow:airflow-scheduler"], capture_output=True,
@@ -122,9 +114,10 @@ def processes_to_kill(fault: str) -> list[int]:
         return [scheduler]
     processes = task_processes_on_this_machine()
     parents = {p.pid: parent_of(p.pid) for p in processes}  # read once: a pid may end and be reused
+    workers = [p for p in processes if p.supervisor and parents[p.pid] == scheduler]
     if fault == "kill worker taking a task":
-        return [p.pid for p in processes if p.supervisor and parents[p.pid] == scheduler and p.task_instance_id == IDLE]
-    workers = {p.pid for p in processes if p.supervisor and parents[p.pid] == scheduler}
+        return [p.pid for p in workers if p.task_instance_id == IDLE]
+    workers = {p.pid for p in workers}
     # a task's process takes a title of its own once it starts: before, it has its worker's
     tasks = [p.pid for p in processes if not p.supervisor and parents[p.pid] in workers]
     return sorted(tasks if fault == "kill task" else {parents[pid] for pid in tasks})

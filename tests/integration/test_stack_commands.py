@@ -16,7 +16,8 @@ from airflow.providers.postgres.hooks.postgres import PostgresHook
 from confluent_kafka import KafkaException
 from psycopg import sql
 
-from include.bench.fault_drill import parent_of, scheduler_pid
+from include.airflow_control import group_of, parent_of
+from include.bench.fault_drill import scheduler_pid
 from include.stack.migrate import MIGRATIONS_LOCK, MIGRATIONS_UNLOCK, MigrationError, migrate
 from ledgerflow import topology
 from ledgerflow.store.kafka import (LedgerflowConsumerHook, LedgerflowProducerHook, commit, consume_batches,
@@ -246,14 +247,6 @@ def test_reset_starts_the_pipeline_data_over_and_leaves_everything_else_alone():
             KafkaAdminClientHook(kafka_config_id=topology.KAFKA_CONN_ID).delete_topic([topic])
 
 
-def group_of(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return int(stat.read().rsplit(")", 1)[1].split()[2])
-    except (OSError, ValueError):  # ended meanwhile
-        return None
-
-
 def processes_in_group(group: int) -> dict[int, bytes]:
     """Process id to command line of the processes in process group `group`."""
     processes = {}
@@ -299,7 +292,11 @@ def children_of(pid: int) -> list[int]:
 
 
 def has_title(pid: int) -> bool:
-    return processes_in_group(group_of(pid) or -1).get(pid, b"").startswith(b"airflow ")
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return cmdline.read().startswith(b"airflow ")
+    except OSError:  # ended meanwhile
+        return False
 
 
 TITLED = "import setproctitle, time; setproctitle.setproctitle('airflow test-leftover'); time.sleep(300)"
