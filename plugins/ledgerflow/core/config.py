@@ -22,6 +22,22 @@ class RulesConfigError(ValueError):
     """The rules file is missing, malformed or holds a value that is out of range."""
 
 
+class ConfigAmount(Decimal):
+    """An amount the rules file gives as a quoted decimal string. YAML reads a bare 10000.10 as a float, which
+    would reach the rules through binary floating point; the decoder refuses it (`_decode_amount`)."""
+
+
+def _decode_amount(type_: type, value: object) -> object:
+    if type_ is not ConfigAmount:
+        raise NotImplementedError(type_)
+    if not isinstance(value, str):
+        raise ValueError(f"must be a quoted decimal string such as \"5000.00\", got {value!r}")
+    try:
+        return ConfigAmount(value)
+    except ArithmeticError:
+        raise ValueError(f"{value!r} is not a decimal number") from None
+
+
 def _require_money(key: str, value: Decimal) -> None:
     try:
         to_money(value)
@@ -32,7 +48,7 @@ def _require_money(key: str, value: Decimal) -> None:
 
 
 class AmountTier(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    over: Decimal
+    over: ConfigAmount
     points: Score
 
 
@@ -54,11 +70,16 @@ class RiskConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
         if missing:
             raise ValueError(f"risk.customer_risk_points: missing {', '.join(sorted(missing))}")
 
+    def highest_score(self) -> int:
+        """The highest score these rules can give: the top tier's points plus the riskiest customer's, capped."""
+        top_tier = max((tier.points for tier in self.amount_tiers), default=0)
+        return min(top_tier + max(self.customer_risk_points.values()), self.max_score)
+
 
 class ClearanceConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     manual_review_above_score: Score
     conditions_from_score: Score
-    manual_review_above_amount: Decimal
+    manual_review_above_amount: ConfigAmount
 
     def __post_init__(self):
         _require_money("clearance.manual_review_above_amount", self.manual_review_above_amount)
@@ -73,7 +94,7 @@ class RulesConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 def parse_rules(text: bytes | str, source: str = "rules") -> RulesConfig:
     try:
-        return msgspec.yaml.decode(text, type=RulesConfig)
+        return msgspec.yaml.decode(text, type=RulesConfig, dec_hook=_decode_amount)
     except (msgspec.ValidationError, msgspec.DecodeError) as error:
         raise RulesConfigError(f"{source}: {error}") from None
 
@@ -86,14 +107,32 @@ def load_rules(path: Path | str = DEFAULT_RULES_PATH) -> RulesConfig:
     return parse_rules(text, source=str(path))
 
 
+def unreachable_thresholds(rules: RulesConfig) -> list[str]:
+    """What the rules can never do: a score threshold above the highest score they give. Valid, as the original
+    system's own rules show (their highest score is 70, so no score is above 70), but worth saying."""
+    highest, clearance = rules.risk.highest_score(), rules.clearance
+    notes = []
+    if highest <= clearance.manual_review_above_score:
+        notes.append(f"the highest risk score these rules give is {highest}, so no score is above "
+                     f"clearance.manual_review_above_score ({clearance.manual_review_above_score}): only amounts "
+                     f"above {clearance.manual_review_above_amount} go to manual review")
+    if highest < clearance.conditions_from_score:
+        notes.append(f"the highest risk score these rules give is {highest}, below "
+                     f"clearance.conditions_from_score ({clearance.conditions_from_score}): nothing is cleared "
+                     "with conditions")
+    return notes
+
+
 def main(argv: list[str]) -> int:
     path = argv[0] if argv else DEFAULT_RULES_PATH
     try:
-        load_rules(path)
+        rules = load_rules(path)
     except RulesConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(f"{path}: valid")
+    for note in unreachable_thresholds(rules):
+        print(f"note: {note}")
     return 0
 
 
