@@ -4,12 +4,16 @@ WITH_ENV := include/stack/with-env
 # psql on the pipeline database; arguments after it go to psql
 PSQL := $(WITH_ENV) bash -c 'PGPASSWORD="$$LEDGERFLOW_DB_PASSWORD" exec psql -h 127.0.0.1 -p "$$LEDGERFLOW_PG_PORT" -U "$$LEDGERFLOW_DB_USER" -d "$$LEDGERFLOW_DB_NAME" "$$@"' psql
 
-.PHONY: run test stop status waiting rewrite-records reset install migrate psql redis-cli secrets schemas check-rules bench drill
+.PHONY: run start test stop status waiting rewrite-records reset install migrate psql redis-cli secrets schemas check-rules bench drill
 
 run:  ## install and start everything, run the pipeline on sample data, say where to look
 	@$(STACK) up
 	@$(STACK) pipeline on
 	@$(WITH_ENV) python include/generate_transactions.py $(or $(GENERATE_ARGS),--count 1000 --accounts 100 --rate 200 --wait)
+
+start:  ## install and start everything and unpause the pipeline's DAGs, adding no transactions (after make stop or a reboot)
+	@$(STACK) up
+	@$(STACK) pipeline on
 
 test:  ## install and start everything, then run the whole test suite
 	@$(STACK) up
