@@ -2,7 +2,8 @@
 
 The interval (LEDGERFLOW_PRODUCE_INTERVAL_SECONDS, default 5) bounds how long a new transaction waits
 before it is published; each run takes everything pending and unpublished created before its
-interval's end, so a skipped or failed run loses nothing.
+interval's end, so a skipped or failed run loses nothing. A backfill of it would be thousands of runs that re-drive nothing
+(each takes only what was never published), so Airflow refuses one: ledgerflow_produce_window re-drives.
 """
 
 import os
@@ -19,6 +20,7 @@ with DAG(
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
+    allowed_run_types=["scheduled", "manual"],
     default_args={"retries": 3, "retry_delay": timedelta(seconds=5)},
     tags=["ledgerflow"],
     doc_md=__doc__,

@@ -4,6 +4,9 @@
         --from-date 2026-11-24T00:00:00+00:00 --to-date 2026-11-24T23:00:00+00:00
 
 runs each hour of 24 November: 24 runs (both dates name the start of an hour, and both are included).
+Each run re-drives the hour that starts at its logical date, whoever made the run. (Airflow gives a run
+triggered with a logical date the interval that ends there; that run is the one a backfill of the same date
+would run again, so it too takes the hour that starts there.)
 `--reprocess-behavior completed` runs again an hour that has run before (by an earlier backfill, or on
 schedule while unpaused); without it, Airflow skips such an hour and reports nothing. Each run publishes
 its hour's pending, cleared and cleared-with-conditions transactions again, published before or not (after
@@ -35,10 +38,12 @@ with DAG(
     ProduceTransactionsOperator(
         task_id="redrive_window",
         topic=topology.TRANSACTIONS_TOPIC,
-        # A run triggered without a logical date (the trigger's default) has no data interval: it re-drives the
-        # hour before it was triggered (the window's end is the operator's default, the run's end or trigger).
-        window_start="{{ data_interval_start if data_interval_start is defined "
+        # The hour from the run's logical date: a scheduled or backfill run's data interval. A run triggered
+        # without a logical date (the trigger's default) has none: it re-drives the hour before the trigger.
+        window_start="{{ logical_date if logical_date is defined "
                      "else dag_run.run_after - macros.timedelta(hours=1) }}",
+        window_end="{{ logical_date + macros.timedelta(hours=1) if logical_date is defined "
+                   "else dag_run.run_after }}",
         redrive=True,
         postgres_conn_id=topology.POSTGRES_CONN_ID,
         kafka_config_id=topology.KAFKA_CONN_ID,

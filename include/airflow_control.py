@@ -136,11 +136,15 @@ class AirflowApi:
         response.raise_for_status()
         return response.json()["task_instances"]
 
-    def trigger(self, dag_id: str) -> str:
-        """Trigger a run as the UI's and CLI's trigger does by default, without a logical date; returns its id."""
-        response = self.client.post(f"/dags/{dag_id}/dagRuns", json={"logical_date": None})
+    def trigger(self, dag_id: str, logical_date: datetime | None = None) -> str:
+        """Trigger a run, by default as the UI's and CLI's trigger does, without a logical date; returns its id."""
+        response = self.client.post(f"/dags/{dag_id}/dagRuns",
+                                    json={"logical_date": logical_date and logical_date.isoformat()})
         response.raise_for_status()
         return response.json()["dag_run_id"]
+
+    def delete_run(self, dag_id: str, run_id: str) -> None:
+        self.client.delete(f"/dags/{dag_id}/dagRuns/{run_id}").raise_for_status()
 
     def run(self, dag_id: str, run_id: str) -> dict:
         response = self.client.get(f"/dags/{dag_id}/dagRuns/{run_id}")

@@ -2,8 +2,10 @@
 unpaused, inserted transactions are settled (or rejected) within a bounded time, with no manual trigger; and
 a manual trigger, as the UI makes it, runs."""
 
+import re
+import subprocess
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -61,6 +63,44 @@ def test_a_run_triggered_without_a_logical_date_takes_the_window_before_the_trig
     assert datetime.fromisoformat(fields["window_end"]) == triggered
     window_start = fields["window_start"] and datetime.fromisoformat(fields["window_start"])
     assert window_start == (None if hours_back is None else triggered - timedelta(hours=hours_back))
+
+
+def test_a_window_run_triggered_with_a_logical_date_re_drives_the_hour_that_starts_there(airflow_api):
+    """As a backfill run of that date does. Airflow gives such a manual run the interval that ends at its logical
+    date; a backfill of the date later runs that same run again, so taking its interval would re-drive the hour
+    before twice and the hour itself never."""
+    hour = datetime(2026, 1, 2, 10, tzinfo=UTC)  # long past: the run finds nothing to re-drive
+    run_id = airflow_api.trigger("ledgerflow_produce_window", logical_date=hour)
+    try:
+        airflow_api.set_paused("ledgerflow_produce_window", False)
+        started = time.monotonic()
+        while (run := airflow_api.run("ledgerflow_produce_window", run_id))["state"] not in ("success", "failed"):
+            assert time.monotonic() - started < BOUND_SECONDS, f"{run_id} still {run['state']}"
+            time.sleep(1)
+        fields = airflow_api.rendered_fields("ledgerflow_produce_window", run_id, "redrive_window")
+    finally:
+        airflow_api.stop_pipeline()
+        # The date's one run: a later trigger of it would be refused, and a backfill of it would run this again.
+        airflow_api.delete_run("ledgerflow_produce_window", run_id)
+
+    assert (run["state"], datetime.fromisoformat(run["data_interval_end"])) == ("success", hour)
+    assert (datetime.fromisoformat(fields["window_start"]), datetime.fromisoformat(fields["window_end"])) == (
+        hour, hour + timedelta(hours=1))
+
+
+def test_a_day_long_backfill_is_24_window_runs_and_produce_refuses_one():
+    day = ["--from-date", "2026-11-24T00:00:00+00:00", "--to-date", "2026-11-24T23:00:00+00:00", "--dry-run"]
+
+    window = subprocess.run(["airflow", "backfill", "create", "--dag-id", "ledgerflow_produce_window",
+                             "--reprocess-behavior", "completed", *day], capture_output=True, text=True, timeout=120)
+    produce = subprocess.run(["airflow", "backfill", "create", "--dag-id", "ledgerflow_produce", *day],
+                             capture_output=True, text=True, timeout=120)
+
+    assert window.returncode == 0, window.stderr[-2000:]
+    hours = re.findall(r"2026-11-24[T ](\d\d):00:00", window.stdout)
+    assert sorted(set(hours)) == [f"{h:02d}" for h in range(24)], window.stdout[-2000:]
+    assert produce.returncode != 0
+    assert "does not allow backfill runs" in produce.stdout + produce.stderr, produce.stderr[-2000:]
 
 
 def test_a_task_whose_worker_was_killed_before_starting_it_is_scheduled_again_and_runs(airflow_api):
