@@ -360,3 +360,8 @@ def test_every_transaction_not_yet_terminal_is_listed_with_what_it_waits_for(led
 
     assert waiting == {unpublished: "produce", published: "clear", cleared[0]: "settle",
                        with_conditions[0]: "settle", approved: "window re-drive", in_review: "manual review"}
+    # and the time each was created, by which a re-drive of its hour selects it
+    created = "SELECT transaction_id, created_at FROM {} WHERE transaction_id = ANY(%s)"
+    assert dict(ledger.conn.execute(created.format("transactions_waiting"), (ids,)).fetchall()) == {
+        transaction_id: created_at for transaction_id, created_at in ledger.conn.execute(
+            created.format("transactions"), (ids,)) if transaction_id in waiting}
