@@ -54,10 +54,13 @@ def test_redis_holds_settlement_and_rejection_records(scenario, redis_client):
     settlement = {k.decode(): v.decode() for k, v in redis_client.hgetall(f"settlement:{scenario.id('T2')}").items()}
     assert {k: settlement[k] for k in ("status", "amount", "from_balance_before", "from_balance_after",
                                        "to_balance_before", "to_balance_after", "clearance_status", "risk_score",
-                                       "from_customer_name", "to_customer_name")} == {
+                                       "from_customer_name", "to_customer_name", "from_customer_risk",
+                                       "from_account_type", "to_customer_risk", "to_account_type")} == {
         "status": "settled", "amount": "2500.50", "from_balance_before": "75000.00", "from_balance_after": "72499.50",
         "to_balance_before": "30000.00", "to_balance_after": "32500.50", "clearance_status": "cleared_with_conditions",
-        "risk_score": "40", "from_customer_name": "Customer C3", "to_customer_name": "Customer C4"}
+        "risk_score": "40", "from_customer_name": "Customer C3", "to_customer_name": "Customer C4",
+        "from_customer_risk": "HIGH", "from_account_type": "CHECKING", "to_customer_risk": "LOW",
+        "to_account_type": "SAVINGS"}
     assert settlement["settlement_time"]
 
     rejected = {k.decode(): v.decode() for k, v in redis_client.hgetall(f"rejected:{scenario.id('T4')}").items()}
