@@ -41,6 +41,20 @@ def test_bad_transactions_are_refused_at_insert_with_a_clear_error(ledger, amoun
             (f"{ledger.prefix}-bad", amount, accounts[from_index], accounts[to_index]))
 
 
+@pytest.mark.parametrize(("statement", "constraint"), [
+    ("INSERT INTO customers (customer_id, name) VALUES ('', 'nobody')", "customers_customer_id_not_empty"),
+    ("INSERT INTO accounts (account_number, customer_id, account_type, balance) VALUES ('', %(customer)s, "
+     "'CHECKING', 1.00)", "accounts_account_number_not_empty"),
+    ("INSERT INTO transactions (transaction_id, amount, from_account, to_account) VALUES ('', 1.00, %(source)s, "
+     "%(destination)s)", "transactions_transaction_id_not_empty"),
+])
+def test_an_empty_identifier_is_refused_at_insert(ledger, statement, constraint):
+    """A message's identifiers have a character at least: a row with an empty one could never be cleared."""
+    source, destination = ledger.accounts("100.00", "0.00")
+    refused_and_rolled_back(ledger.conn, statement, psycopg.errors.CheckViolation, constraint,
+                            {"customer": ledger.customer, "source": source, "destination": destination})
+
+
 def test_an_amount_is_stored_exactly_as_given(ledger):
     accounts = ledger.accounts("100.00", "0.00")
     [transaction_id] = ledger.transactions((accounts[0], accounts[1], "0.10"))
