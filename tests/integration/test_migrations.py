@@ -151,3 +151,28 @@ def test_0024_gives_a_transaction_past_pending_without_a_time_the_time_its_audit
         assert times == {"audited": datetime(2021, 1, 1, tzinfo=UTC), "unaudited": datetime(2020, 1, 2, tzinfo=UTC)}
         refused_and_rolled_back(pg, "UPDATE transactions SET status_changed_at = NULL WHERE transaction_id = 'audited'",
                                 psycopg.errors.CheckViolation, "its status time changes only with its status")
+
+
+def test_0026_rejects_the_transactions_an_empty_identifier_stopped_and_then_refuses_one(pg):
+    with schema_migrated_up_to(pg, "0026"):
+        pg.execute("INSERT INTO customers (customer_id, name) VALUES ('', 'Nobody')")
+        pg.execute("INSERT INTO accounts (account_number, customer_id, account_type, balance) "
+                   "VALUES ('', 'C', 'CHECKING', 100.00), ('A3', '', 'CHECKING', 100.00)")
+        pg.execute("INSERT INTO transactions (transaction_id, amount, from_account, to_account) VALUES "
+                   "('', 1.00, 'A1', 'A2'), ('TO-EMPTY', 1.00, 'A1', ''), ('OF-NOBODY', 1.00, 'A3', 'A1'), "
+                   "('FINE', 1.00, 'A1', 'A2')")
+        pg.execute("UPDATE transactions SET status = 'cleared', status_reason_code = 'CLEARED' "
+                   "WHERE transaction_id = 'TO-EMPTY'")
+
+        pg.execute(migration("0026").read_text())
+
+        assert {i: status_and_reason(pg, i) for i in ("", "TO-EMPTY", "OF-NOBODY", "FINE")} == {
+            "": ("rejected", "REVIEW_DECLINED"), "TO-EMPTY": ("rejected", "REVIEW_DECLINED"),
+            "OF-NOBODY": ("rejected", "REVIEW_DECLINED"), "FINE": ("pending", None)}
+        for statement, constraint in [
+                ("INSERT INTO transactions (transaction_id, amount, from_account, to_account) "
+                 "VALUES ('', 1.00, 'A1', 'A2')", "transactions_transaction_id_not_empty"),
+                ("INSERT INTO accounts (account_number, customer_id, account_type, balance) "
+                 "VALUES ('A4', '', 'CHECKING', 1.00)", "accounts_customer_id_not_empty"),
+        ]:
+            refused_and_rolled_back(pg, statement, psycopg.errors.CheckViolation, constraint)
