@@ -46,7 +46,7 @@ psql:  ## a psql shell on the pipeline database
 	@$(PSQL)
 
 redis-cli:  ## a redis-cli shell on the pipeline's Redis
-	@$(WITH_ENV) bash -c 'REDISCLI_AUTH="$$LEDGERFLOW_REDIS_PASSWORD" exec redis-cli -p "$$LEDGERFLOW_REDIS_PORT"'
+	@$(WITH_ENV) bash -c 'REDISCLI_AUTH="$$LEDGERFLOW_REDIS_PASSWORD" exec redis-cli -p "$$LEDGERFLOW_REDIS_PORT" -n "$${LEDGERFLOW_REDIS_DB:-0}"'
 
 secrets:  ## generate .env (the local stack's and docker compose's secrets) if it does not exist yet
 	@$(WITH_ENV) true && echo "secrets are in .env"

@@ -2,8 +2,9 @@
 
 The interval (LEDGERFLOW_PRODUCE_INTERVAL_SECONDS, default 5) bounds how long a new transaction waits
 before it is published; each run takes everything pending and unpublished created before its
-interval's end, so a skipped or failed run loses nothing. A backfill of it would be thousands of runs that re-drive nothing
-(each takes only what was never published), so Airflow refuses one: ledgerflow_produce_window re-drives.
+interval's end, so a skipped or failed run loses nothing. A backfill of it would be thousands of runs that re-drive
+nothing (each takes only what was never published), so Airflow refuses one: ledgerflow_produce_window
+re-drives.
 """
 
 import os

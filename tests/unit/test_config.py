@@ -35,7 +35,9 @@ def test_the_shipped_rules_are_the_original_systems():
                                           "`$.risk.amount_tiers[1].over`"),
     ('manual_review_above_amount: "100000.00"', "manual_review_above_amount: 100000",
      "must be a quoted decimal string such as \"5000.00\", got 100000 - at `$.clearance.manual_review_above_amount`"),
-    ('over: "5000.00"', 'over: "lots"', "'lots' is not a decimal number - at `$.risk.amount_tiers[1].over`"),
+    ('over: "5000.00"', 'over: "lots"', "got 'lots' - at `$.risk.amount_tiers[1].over`"),
+    ('over: "5000.00"', 'over: 1e4', "got '1e4' - at `$.risk.amount_tiers[1].over`"),  # YAML 1.1 leaves it a string
+    ('over: "5000.00"', 'over: "5_000"', "got '5_000' - at `$.risk.amount_tiers[1].over`"),
     ("clearance:\n", "clearance:\n  typo: 1\n", "unknown field `typo` - at `$.clearance`"),
     ("  manual_review_above_score: 70", "  # gone", "missing required field `manual_review_above_score`"),
 ])

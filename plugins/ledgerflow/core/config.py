@@ -3,6 +3,7 @@
     python -m ledgerflow.core.config include/rules.yaml    # validate a file
 """
 
+import re
 import sys
 from decimal import Decimal
 from pathlib import Path
@@ -27,15 +28,16 @@ class ConfigAmount(Decimal):
     would reach the rules through binary floating point; the decoder refuses it (`_decode_amount`)."""
 
 
+_PLAIN_DECIMAL = re.compile(r"[0-9]+(\.[0-9]+)?")
+
+
 def _decode_amount(type_: type, value: object) -> object:
     if type_ is not ConfigAmount:
         raise NotImplementedError(type_)
-    if not isinstance(value, str):
+    # YAML leaves 1e4 and 1_0000 as strings, which Decimal would read: only plain digits are money here
+    if not isinstance(value, str) or not _PLAIN_DECIMAL.fullmatch(value):
         raise ValueError(f"must be a quoted decimal string such as \"5000.00\", got {value!r}")
-    try:
-        return ConfigAmount(value)
-    except ArithmeticError:
-        raise ValueError(f"{value!r} is not a decimal number") from None
+    return ConfigAmount(value)
 
 
 def _require_money(key: str, value: Decimal) -> None:
