@@ -303,6 +303,27 @@ def test_the_backlog_counts_what_the_group_has_not_committed_without_consuming_i
     watcher.close()
 
 
+def test_a_commit_past_the_end_of_the_log_counts_and_drains_from_the_earliest(topics, producer):
+    """A broker that crashed uncleanly can lose the tail of a log that a group had read and committed. The group's
+    offset is then past the end: a re-drive's messages must not wait behind it (a backlog of 0 keeps the sensor
+    waiting) nor be skipped once the log grows past it."""
+    publish(producer, topics["in"], ((None, f"m{i}".encode()) for i in range(5)))
+    group_id = f"test-{uuid.uuid4().hex[:8]}"
+    worker = consumer_of(topics["in"], group_id)
+    worker.commit(offsets=[TopicPartition(topics["in"], 0, 100)], asynchronous=False)
+    worker.close()
+
+    watcher = consumer_of(topics["in"], group_id)
+    assert backlog(watcher, topics["in"]) == 5
+    watcher.close()
+    worker = consumer_of(topics["in"], group_id)
+    try:
+        assert [m.value() for batch in consume_batches(worker, 100, time_budget=30, idle_timeout=1)
+                for m in batch] == [f"m{i}".encode() for i in range(5)]
+    finally:
+        worker.close()
+
+
 @pytest.fixture
 def topic_of_three_partitions():
     """A topic partitioned as the pipeline's are (the other tests' topics have one partition), deleted afterwards."""

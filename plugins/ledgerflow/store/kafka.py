@@ -134,8 +134,11 @@ def backlog(consumer: Consumer, topic: str, timeout: float = 10.0) -> int:
     total = 0
     for committed in _committed(consumer, partitions, timeout):
         low, high = consumer.get_watermark_offsets(committed, timeout=timeout, cached=False)
-        position = max(committed.offset, low)  # no commit yet (-1001) or retention passed it: from the earliest
-        total += max(0, high - position)
+        # From the earliest where the consumer starts there (auto.offset.reset): no commit yet (-1001), retention
+        # passed it, or it is past the end, as when a broker's unclean crash lost the tail of a log the group
+        # had read. Counted from it, that last would be no backlog until the log grew past it.
+        position = committed.offset if low <= committed.offset <= high else low
+        total += high - position
     return total
 
 
