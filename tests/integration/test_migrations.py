@@ -157,22 +157,34 @@ def test_0026_rejects_the_transactions_an_empty_identifier_stopped_and_then_refu
     with schema_migrated_up_to(pg, "0026"):
         pg.execute("INSERT INTO customers (customer_id, name) VALUES ('', 'Nobody')")
         pg.execute("INSERT INTO accounts (account_number, customer_id, account_type, balance) "
-                   "VALUES ('', 'C', 'CHECKING', 100.00), ('A3', '', 'CHECKING', 100.00)")
+                   "VALUES ('', 'C', 'CHECKING', 100.00)")
         pg.execute("INSERT INTO transactions (transaction_id, amount, from_account, to_account) VALUES "
-                   "('', 1.00, 'A1', 'A2'), ('TO-EMPTY', 1.00, 'A1', ''), ('OF-NOBODY', 1.00, 'A3', 'A1'), "
-                   "('FINE', 1.00, 'A1', 'A2')")
+                   "('', 1.00, 'A1', 'A2'), ('TO-EMPTY', 1.00, 'A1', ''), ('FINE', 1.00, 'A1', 'A2')")
         pg.execute("UPDATE transactions SET status = 'cleared', status_reason_code = 'CLEARED' "
                    "WHERE transaction_id = 'TO-EMPTY'")
 
         pg.execute(migration("0026").read_text())
 
-        assert {i: status_and_reason(pg, i) for i in ("", "TO-EMPTY", "OF-NOBODY", "FINE")} == {
-            "": ("rejected", "REVIEW_DECLINED"), "TO-EMPTY": ("rejected", "REVIEW_DECLINED"),
-            "OF-NOBODY": ("rejected", "REVIEW_DECLINED"), "FINE": ("pending", None)}
+        assert {i: status_and_reason(pg, i) for i in ("", "TO-EMPTY", "FINE")} == {
+            "": ("rejected", "REVIEW_DECLINED"), "TO-EMPTY": ("rejected", "REVIEW_DECLINED"), "FINE": ("pending", None)}
         for statement, constraint in [
                 ("INSERT INTO transactions (transaction_id, amount, from_account, to_account) "
                  "VALUES ('', 1.00, 'A1', 'A2')", "transactions_transaction_id_not_empty"),
+                ("INSERT INTO transactions (transaction_id, amount, from_account, to_account) "
+                 "VALUES ('FROM-EMPTY', 1.00, '', 'A2')", "transactions_accounts_not_empty"),
                 ("INSERT INTO accounts (account_number, customer_id, account_type, balance) "
                  "VALUES ('A4', '', 'CHECKING', 1.00)", "accounts_customer_id_not_empty"),
         ]:
             refused_and_rolled_back(pg, statement, psycopg.errors.CheckViolation, constraint)
+
+
+def test_0026_stops_on_an_account_held_by_an_empty_id_customer_and_says_how_to_mend_it(pg):
+    with schema_migrated_up_to(pg, "0026"):
+        pg.execute("INSERT INTO customers (customer_id, name) VALUES ('', 'Nobody')")
+        pg.execute("INSERT INTO accounts (account_number, customer_id, account_type, balance) "
+                   "VALUES ('A3', '', 'CHECKING', 100.00)")
+
+        refused_and_rolled_back(pg, migration("0026").read_text(), psycopg.errors.CheckViolation,
+                                "account A3 is held by a customer with an empty id: give it a customer")
+        pg.execute("UPDATE accounts SET customer_id = 'C' WHERE customer_id = ''")
+        pg.execute(migration("0026").read_text())
