@@ -136,7 +136,9 @@ def backlog(consumer: Consumer, topic: str, timeout: float = 10.0) -> int:
         low, high = consumer.get_watermark_offsets(committed, timeout=timeout, cached=False)
         # From the earliest where the consumer starts there (auto.offset.reset): no commit yet (-1001), retention
         # passed it, or it is past the end, as when a broker's unclean crash lost the tail of a log the group
-        # had read. Counted from it, that last would be no backlog until the log grew past it.
+        # had read. Counted from it, that last would be no backlog until the log grew past it. (librdkafka
+        # resets such an offset to the earliest because commit() records no leader epoch; with one, it would
+        # detect the truncation and start from the end of the epoch instead.)
         position = committed.offset if low <= committed.offset <= high else low
         total += high - position
     return total
