@@ -139,3 +139,19 @@ def test_compose_holds_no_credentials(compose):
     for name in ("LEDGERFLOW_DB_PASSWORD", "LEDGERFLOW_REDIS_PASSWORD", "LEDGERFLOW_AIRFLOW_DB_PASSWORD"):
         assert os.environ[name] not in text
     assert not re.search(r"PASSWORD: (?!\$\{)", text), "every password comes from .env"
+
+
+def test_a_service_that_exits_is_started_again_as_supervisord_does_locally(compose):
+    services = compose["services"]
+    assert {name: services[name].get("restart") for name in ["postgres", "redis", "kafka", *AIRFLOW_SERVICES]} == {
+        **{name: "unless-stopped" for name in ["postgres", "redis", "kafka", *AIRFLOW_SERVICES]},
+        "airflow-init": "no"}  # it runs once, before the others
+
+
+def test_the_database_superuser_is_refused_over_the_network(compose):
+    """As on the local stack, where it has the socket only: its password is the pipeline role's."""
+    init = REPO_ROOT / "include" / "docker" / "postgres-init.sh"
+    assert f"./{init.relative_to(REPO_ROOT)}:/docker-entrypoint-initdb.d/10-ledgerflow.sh:ro" in (
+        compose["services"]["postgres"]["volumes"])
+    assert compose["services"]["postgres"]["environment"]["POSTGRES_USER"] == "postgres"
+    assert "sed -i '1i host all postgres all reject' \"$PGDATA/pg_hba.conf\"" in init.read_text()
