@@ -2,7 +2,6 @@
 
 from decimal import Decimal, InvalidOperation
 
-CENT = Decimal("0.01")
 # The largest amount PostgreSQL's NUMERIC(15,2) range holds, which the money_amount domain enforces.
 MAX_AMOUNT = Decimal("9999999999999.99")
 
