@@ -18,6 +18,15 @@ BOUND_SECONDS = 120
 DAGS = ["ledgerflow_produce", "ledgerflow_clear", "ledgerflow_settle"]
 
 
+def finished_run(airflow_api, dag_id: str, run_id: str, seconds: float = BOUND_SECONDS) -> dict:
+    """The run once it has succeeded or failed; fails the test if it has not within `seconds`."""
+    started = time.monotonic()
+    while (run := airflow_api.run(dag_id, run_id))["state"] not in ("success", "failed"):
+        assert time.monotonic() - started < seconds, f"{run_id} still {run['state']}"
+        time.sleep(1)
+    return run
+
+
 def test_inserted_transactions_reach_a_terminal_status_without_a_manual_trigger(pg, airflow_api):
     scenario = Scenario(pg)
     try:
@@ -52,10 +61,7 @@ def test_a_run_triggered_without_a_logical_date_takes_the_window_before_the_trig
     try:
         airflow_api.set_paused(dag_id, False)
         run_id = airflow_api.trigger(dag_id)
-        started = time.monotonic()
-        while (run := airflow_api.run(dag_id, run_id))["state"] not in ("success", "failed"):
-            assert time.monotonic() - started < BOUND_SECONDS, f"{run_id} still {run['state']}"
-            time.sleep(1)
+        run = finished_run(airflow_api, dag_id, run_id)
     finally:
         airflow_api.stop_pipeline()
 
@@ -75,10 +81,7 @@ def test_a_window_run_triggered_with_a_logical_date_re_drives_the_hour_that_star
     run_id = airflow_api.trigger("ledgerflow_produce_window", logical_date=hour)
     try:
         airflow_api.set_paused("ledgerflow_produce_window", False)
-        started = time.monotonic()
-        while (run := airflow_api.run("ledgerflow_produce_window", run_id))["state"] not in ("success", "failed"):
-            assert time.monotonic() - started < BOUND_SECONDS, f"{run_id} still {run['state']}"
-            time.sleep(1)
+        run = finished_run(airflow_api, "ledgerflow_produce_window", run_id)
         fields = airflow_api.rendered_fields("ledgerflow_produce_window", run_id, "redrive_window")
     finally:
         airflow_api.stop_pipeline()
@@ -120,9 +123,7 @@ def test_a_task_whose_worker_was_killed_before_starting_it_is_scheduled_again_an
         [task] = airflow_api.task_instances("ledgerflow_produce", run["dag_run_id"])
         assert (task["id"], task["state"]) == (taken[1], "queued"), "killed before it started the task"
         started = time.monotonic()
-        while (run := airflow_api.run("ledgerflow_produce", run["dag_run_id"]))["state"] not in ("success", "failed"):
-            assert time.monotonic() - started < 150, f"{run['dag_run_id']} still {run['state']}"
-            time.sleep(1)
+        run = finished_run(airflow_api, "ledgerflow_produce", run["dag_run_id"], seconds=150)
     finally:
         airflow_api.stop_pipeline()
 
