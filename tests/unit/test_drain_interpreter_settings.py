@@ -5,7 +5,7 @@ import gc
 import sys
 import weakref
 
-from ledgerflow.operators.context import batch_friendly_gc, quick_thread_switches
+from ledgerflow.operators.context import batch_friendly_gc, peak_memory_mb, quick_thread_switches, reset_peak_memory
 
 
 class Node:
@@ -36,3 +36,14 @@ def test_a_drain_switches_threads_sooner_then_restores_the_interval():
     with quick_thread_switches(0.001):
         assert sys.getswitchinterval() == 0.001
     assert sys.getswitchinterval() == before
+
+
+def test_a_tasks_peak_memory_starts_from_what_the_process_holds_when_the_task_starts():
+    reset_peak_memory()
+    before = peak_memory_mb()
+    block = bytearray(64 * 1024 * 1024)
+    block[::4096] = b"\1" * len(range(0, len(block), 4096))  # touch every page: resident, not only reserved
+    assert peak_memory_mb() >= before + 60
+    del block
+    reset_peak_memory()  # the peak of an earlier task (or of `dags test` before the task) is not the task's
+    assert peak_memory_mb() < before + 30

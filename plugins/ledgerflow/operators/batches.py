@@ -29,7 +29,8 @@ from concurrent.futures import Future
 
 from airflow.sdk import BaseOperator
 
-from ledgerflow.operators.context import batch_friendly_gc, peak_memory_mb, postgres_connection, quick_thread_switches
+from ledgerflow.operators.context import (batch_friendly_gc, peak_memory_mb, postgres_connection, quick_thread_switches,
+                                        reset_peak_memory)
 from ledgerflow.pipeline import BatchResult
 from ledgerflow.pipeline.follow_ups import FollowUpThreads, log_other_failures
 from ledgerflow.store.kafka import LedgerflowConsumerHook, LedgerflowProducerHook, commit, consume_batches
@@ -59,6 +60,7 @@ class KafkaBatchOperator(BaseOperator):
         raise NotImplementedError
 
     def execute(self, context) -> dict:
+        reset_peak_memory()
         supervisor = os.getppid()
         conn = postgres_connection(self.postgres_conn_id, self.lock_timeout)
         producer = LedgerflowProducerHook(kafka_config_id=self.kafka_config_id).get_producer()

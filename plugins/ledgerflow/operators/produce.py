@@ -8,7 +8,8 @@ from datetime import datetime
 from airflow.sdk import BaseOperator
 
 from ledgerflow.core.config import DEFAULT_RULES_PATH, load_rules
-from ledgerflow.operators.context import batch_friendly_gc, peak_memory_mb, postgres_connection, quick_thread_switches
+from ledgerflow.operators.context import (batch_friendly_gc, peak_memory_mb, postgres_connection, quick_thread_switches,
+                                        reset_peak_memory)
 from ledgerflow.pipeline.produce import produce_window
 from ledgerflow.store.kafka import LedgerflowProducerHook
 
@@ -48,6 +49,7 @@ class ProduceTransactionsOperator(BaseOperator):
         self.lock_timeout = lock_timeout  # seconds a statement may wait for a lock (see postgres_connection)
 
     def execute(self, context) -> dict:
+        reset_peak_memory()
         rules = load_rules(self.rules_path)
         producer = LedgerflowProducerHook(kafka_config_id=self.kafka_config_id).get_producer()
         with ExitStack() as connections:
