@@ -82,6 +82,10 @@ class KafkaBatchOperator(BaseOperator):
             commit(consumer, messages)
             last_commit_at, last_commit_cpu = time.monotonic(), time.process_time()
 
+        def first_message_arrived() -> None:
+            nonlocal first_message_at, first_message_cpu
+            first_message_at, first_message_cpu = time.monotonic(), time.process_time()
+
         def complete_all() -> None:
             """Called whenever the topic is quiet, so a finished batch is not left uncommitted while the
             task waits."""
@@ -92,10 +96,8 @@ class KafkaBatchOperator(BaseOperator):
             with batch_friendly_gc(), quick_thread_switches(), FollowUpThreads() as follow_up_threads:
                 try:
                     for messages in consume_batches(consumer, self.batch_size, self.time_budget, self.idle_timeout,
-                                                    on_idle=complete_all,
+                                                    on_idle=complete_all, on_first_message=first_message_arrived,
                                                     keep_going=lambda: os.getppid() == supervisor):
-                        if first_message_at is None:
-                            first_message_at, first_message_cpu = time.monotonic(), time.process_time()
                         applied = self.process_batch(conn, producer, messages, context)
                         totals.update(applied.counts)
                         totals.update(batches=1, messages=len(messages))
@@ -119,7 +121,7 @@ class KafkaBatchOperator(BaseOperator):
             consumer.close()
             conn.close()
         summary = dict(totals)
-        if first_message_at is not None:
+        if last_commit_at is not None:  # a batch was committed (the first message alone may not be)
             summary["seconds"] = round(last_commit_at - first_message_at, 3)
             summary["cpu_seconds"] = round(last_commit_cpu - first_message_cpu, 3)
             summary["messages_per_second"] = round(totals["messages"] / max(summary["seconds"], 1e-6))

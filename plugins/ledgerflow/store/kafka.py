@@ -82,6 +82,7 @@ def publish(producer: Producer, topic: str, records: Iterable[tuple[str | bytes 
 def consume_batches(consumer: Consumer, max_messages: int, time_budget: float, idle_timeout: float,
                     first_wait: float = 15.0, next_wait: float = 0.2,
                     on_idle: Callable[[], None] | None = None,
+                    on_first_message: Callable[[], None] | None = None,
                     keep_going: Callable[[], bool] = lambda: True) -> Iterator[list[Message]]:
     """Yield batches of up to `max_messages` until nothing has arrived for `idle_timeout` seconds,
     `time_budget` seconds are spent or `keep_going()`, asked before each wait, says no (if it says no at
@@ -90,11 +91,14 @@ def consume_batches(consumer: Consumer, max_messages: int, time_budget: float, i
     A batch is yielded when it is full or when nothing arrives within `next_wait`, so a backlog drains
     in full batches and a trickle is processed within `next_wait` of its arrival; waiting out short gaps
     between bursts (up to `idle_timeout`) spares the next burst a new task run. The caller commits after
-    each batch's effects are durable; `on_idle` is called whenever a wait of `next_wait` brought nothing."""
+    each batch's effects are durable; `on_idle` is called whenever a wait of `next_wait` brought nothing, and
+    `on_first_message` once the first message has arrived, before the rest of its batch is fetched."""
     deadline = time.monotonic() + time_budget
     first = consumer.poll(first_wait)
     if first is None:
         return
+    if on_first_message:
+        on_first_message()
     pending = [first]
     last_message_at = time.monotonic()
     while time.monotonic() < deadline and keep_going():
