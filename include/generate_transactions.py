@@ -37,9 +37,11 @@ def create_accounts(conn, prefix: str, count: int, opening_balance: Decimal, rng
 
 def transfers(prefix: str, accounts: list[str], count: int, min_cents: int, max_cents: int, hot_share: float,
               hot_accounts: int, rng: random.Random):
-    hot = accounts[:hot_accounts]
+    # the hot accounts send hot_share of the transfers and no more: the others come from the other accounts
+    hot = accounts[:hot_accounts] if hot_share else []
+    others = accounts[len(hot):]
     for i in range(count):
-        source = rng.choice(hot) if hot and rng.random() < hot_share else rng.choice(accounts)
+        source = rng.choice(hot) if hot and rng.random() < hot_share else rng.choice(others)
         destination = rng.choice(accounts)
         while destination == source:
             destination = rng.choice(accounts)
@@ -47,9 +49,10 @@ def transfers(prefix: str, accounts: list[str], count: int, min_cents: int, max_
         yield (f"{prefix}-T{i}", amount, source, destination, "TRANSFER", "generated")
 
 
-def insert(conn, rows, count: int, rate: float) -> float:
-    """COPY the rows in chunks; with a rate, pace the chunks. Returns the time of the last insert."""
-    chunk = max(1, min(10000, int(rate / 10) if rate else 10000))
+def insert(conn, rows, count: int, rate: float, all_at_once: bool = False) -> float:
+    """COPY the rows in chunks, each committed; with a rate, pace the chunks. `all_at_once`: in one transaction,
+    so that all of them appear at once. Returns the time of the last insert (its commit)."""
+    chunk = count if all_at_once else max(1, min(10000, int(rate / 10) if rate else 10000))
     started = time.monotonic()
     written = 0
     while written < count:
@@ -96,6 +99,9 @@ def main() -> int:
     args = parser.parse_args()
     if args.accounts < 2 or not Decimal("0.01") <= args.min_amount <= args.max_amount:
         parser.error("need at least 2 accounts and 0.01 <= --min-amount <= --max-amount")
+    if args.hot_share and not (args.hot_accounts >= 1 and (args.hot_share >= 1 or args.hot_accounts < args.accounts)):
+        parser.error("with --hot-share, --hot-accounts must be at least 1 and, unless the share is 1, fewer than "
+                     "--accounts (the other transfers come from the other accounts)")
 
     rng = random.Random(args.seed)
     prefix = f"G{uuid.uuid4().hex[:8]}"
