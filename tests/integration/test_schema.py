@@ -357,6 +357,34 @@ def test_only_a_settlement_settles(ledger):
     assert ledger.reconciliation_gaps([source, destination]) == []
 
 
+@pytest.mark.parametrize(("status", "amount", "settling", "error", "match"), [
+    # a posting by hand for a transaction settle has yet to settle would fail its settlement on the journal's
+    # unique key at every redelivery; one of a rejected transaction, or of another amount, moves no balance
+    ("cleared", "30.00", "on", psycopg.errors.CheckViolation, "the transaction is cleared, and only its settlement"),
+    ("rejected", "30.00", "on", psycopg.errors.CheckViolation, "the transaction is rejected, and only its settlement"),
+    ("settled", "31.00", "on", psycopg.errors.CheckViolation, "is of 31.00, the transaction of 30.00"),
+    ("settled", "30.00", "off", psycopg.errors.InsufficientPrivilege, "written by a settlement, and by nothing else"),
+])
+def test_only_a_settlement_posts_and_only_the_amount_of_the_transaction_it_settles(
+        ledger, status, amount, settling, error, match):
+    source, destination = ledger.accounts("100.00", "0.00")
+    [transaction_id] = ledger.transactions((source, destination, "30.00"),
+                                           status="rejected" if status == "rejected" else "cleared")
+    post = ("INSERT INTO journal_postings (transaction_id, account_number, direction, amount, balance_after) "
+            "VALUES (%s, %s, 'DEBIT', %s, 70.00)")
+    with ledger.conn.transaction(force_rollback=True):
+        ledger.conn.execute("SET LOCAL ledgerflow.settling = 'on'")
+        if status == "settled":
+            ledger.conn.execute("UPDATE transactions SET status = 'settled', status_reason_code = 'SETTLED' "
+                                "WHERE transaction_id = %s", (transaction_id,))
+        ledger.conn.execute(f"SET LOCAL ledgerflow.settling = '{settling}'")
+        with pytest.raises(error, match=match), ledger.conn.transaction():
+            ledger.conn.execute(post, (transaction_id, source, Decimal(amount)))
+        if status == "settled":  # what a settlement writes passes
+            ledger.conn.execute("SET LOCAL ledgerflow.settling = 'on'")
+            ledger.conn.execute(post, (transaction_id, source, Decimal("30.00")))
+
+
 def test_every_transaction_not_yet_terminal_is_listed_with_what_it_waits_for(ledger):
     source, destination = ledger.accounts("100.00", "0.00")
     unpublished, published = ledger.transactions(*[(source, destination, "1.00")] * 2)
