@@ -763,6 +763,34 @@ def test_the_redis_records_of_a_settlement_are_those_the_ledger_rebuilds(ledger)
     assert from_ledger[2][b"clearance_status"] == b"cleared_with_conditions"
 
 
+def test_a_transaction_settled_without_journal_postings_gets_its_record_with_its_balances_unknown(ledger):
+    """The original system settled transactions before the ledger kept a journal (sql/0002 keeps them): their
+    records, when written again, say what the ledger knows and leave the balances empty, rather than stopping
+    the rewrite of every record after them."""
+    source, destination = ledger.accounts("100.00", "5.00")
+    [old, settled_here] = ledger.transactions((source, destination, "7.00"), (source, destination, "8.00"),
+                                              status="cleared")
+    with ledger.conn.transaction():  # as the original system's rows stand after the migrations
+        ledger.conn.execute("SET LOCAL ledgerflow.settling = 'on'")
+        ledger.conn.execute("UPDATE transactions SET status = 'settled', status_reason_code = 'SETTLED' "
+                            "WHERE transaction_id = %s", (old,))
+    settle(ledger.conn, [settled_here], CONTEXT)
+    settled_at = ledger.conn.execute("SELECT status_changed_at FROM transactions WHERE transaction_id = %s",
+                                     (old,)).fetchone()[0]
+    redis_client = RedisHook(redis_conn_id=topology.REDIS_CONN_ID).get_conn()
+
+    assert project(ledger.conn, redis_client, [old, settled_here]) == {old: "settled", settled_here: "settled"}
+
+    record = redis_client.hgetall(f"settlement:{old}")
+    assert {field: record[field] for field in (b"status", b"amount", b"from_account", b"from_balance_before",
+                                              b"from_balance_after", b"to_balance_before", b"to_balance_after",
+                                              b"settlement_time")} == {
+        b"status": b"settled", b"amount": b"7.00", b"from_account": source.encode(), b"from_balance_before": b"",
+        b"from_balance_after": b"", b"to_balance_before": b"", b"to_balance_after": b"",
+        b"settlement_time": settled_at.isoformat().encode()}
+    assert redis_client.hget(f"settlement:{settled_here}", "from_balance_after") == b"92.00"
+
+
 def test_rewrite_records_writes_again_from_the_ledger_what_was_settled_or_rejected_since_a_moment(ledger):
     """As settle would: the same hashes, field for field; and a rejection made by hand, which no stage publishes."""
     source, destination = ledger.accounts("100.00", "5.00")

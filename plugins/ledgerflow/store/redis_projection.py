@@ -56,8 +56,12 @@ def hset_command(row) -> bytes:
               from_customer_id, from_name, from_risk, from_type, to_customer_id, to_name, to_risk, to_type)
     if status == "settled":
         key, names = f"settlement:{transaction_id}", _SETTLEMENT_FIELDS
-        values = (*common, _text(cleared_as), str(from_after + amount), str(from_after), str(to_after - amount),
-                  str(to_after), _text(posted_at))
+        if from_after is None:  # settled before the ledger kept a journal (the original system's rows): unknown
+            balances, settled_at = ("", "", "", ""), changed_at
+        else:
+            balances, settled_at = (str(from_after + amount), str(from_after), str(to_after - amount),
+                                    str(to_after)), posted_at
+        values = (*common, _text(cleared_as), *balances, _text(settled_at))
     else:
         key, names = f"rejected:{transaction_id}", _REJECTION_FIELDS
         values = (*common, _text(reason), _text(reason_code), _text(available), _text(changed_at))
