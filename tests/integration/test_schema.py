@@ -389,19 +389,23 @@ def test_every_transaction_not_yet_terminal_is_listed_with_what_it_waits_for(led
     source, destination = ledger.accounts("100.00", "0.00")
     unpublished, published = ledger.transactions(*[(source, destination, "1.00")] * 2)
     ledger.conn.execute("UPDATE transactions SET published_at = now() WHERE transaction_id = %s", (published,))
-    cleared = ledger.transactions((source, destination, "1.00"), status="cleared")
+    cleared, cleared_unpublished = ledger.transactions(*[(source, destination, "1.00")] * 2, status="cleared")
     with_conditions = ledger.transactions((source, destination, "1.00"), status="cleared_with_conditions")
+    # published, then cleared, as clear does; the other one was cleared by hand before produce published it
+    ledger.conn.execute("UPDATE transactions SET published_at = now() WHERE transaction_id = ANY(%s)",
+                        ([cleared, *with_conditions],))
     approved, in_review = ledger.transactions(*[(source, destination, "1.00")] * 2, status="requires_manual_review")
     ledger.conn.execute("UPDATE transactions SET status = 'cleared', status_reason_code = 'REVIEW_APPROVED' "
                         "WHERE transaction_id = %s", (approved,))
     rejected = ledger.transactions((source, destination, "1.00"), status="rejected")
-    ids = [unpublished, published, *cleared, *with_conditions, approved, in_review, *rejected]
+    ids = [unpublished, published, cleared, cleared_unpublished, *with_conditions, approved, in_review, *rejected]
 
     waiting = {transaction_id: waits_for for transaction_id, waits_for in ledger.conn.execute(
         "SELECT transaction_id, waits_for FROM transactions_waiting WHERE transaction_id = ANY(%s)", (ids,))}
 
-    assert waiting == {unpublished: "produce", published: "clear", cleared[0]: "settle",
-                       with_conditions[0]: "settle", approved: "window re-drive", in_review: "manual review"}
+    assert waiting == {unpublished: "produce", published: "clear", cleared: "settle",
+                       cleared_unpublished: "window re-drive", with_conditions[0]: "settle",
+                       approved: "window re-drive", in_review: "manual review"}
     # and the time each was created, by which a re-drive of its hour selects it
     created = "SELECT transaction_id, created_at FROM {} WHERE transaction_id = ANY(%s)"
     assert dict(ledger.conn.execute(created.format("transactions_waiting"), (ids,)).fetchall()) == {

@@ -162,12 +162,22 @@ def test_applying_the_migrations_again_is_a_no_op():
     assert count("SELECT count(*) FROM schema_migrations") == applied_before
 
 
-def test_make_waiting_counts_the_transactions_not_yet_terminal_by_what_they_wait_for():
+def test_make_waiting_counts_the_transactions_not_yet_terminal_by_what_they_wait_for(ledger):
+    source, destination = ledger.accounts("100.00", "0.00")
+    ledger.transactions((source, destination, "1.00"))  # not yet published
+    [cleared] = ledger.transactions((source, destination, "1.00"), status="cleared")
+    ledger.conn.execute("UPDATE transactions SET published_at = now() WHERE transaction_id = %s", (cleared,))
+    in_view = dict(ledger.conn.execute("SELECT (waits_for, status)::text, count(*) FROM transactions_waiting "
+                                       "GROUP BY waits_for, status").fetchall())
+
     result = subprocess.run(["make", "-s", "waiting"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
 
     assert result.returncode == 0, result.stderr
-    header = [column.strip() for column in result.stdout.splitlines()[0].split("|")]
-    assert header == ["waits_for", "status", "transactions", "oldest_since", "oldest_for"]
+    lines = [[column.strip() for column in line.split("|")] for line in result.stdout.splitlines()]
+    assert lines[0] == ["waits_for", "status", "transactions", "oldest_since", "oldest_for"]
+    counts = {(row[0], row[1]): int(row[2]) for row in lines[2:] if len(row) == 5}
+    assert counts[("produce", "pending")] == in_view["(produce,pending)"] >= 1
+    assert counts[("settle", "cleared")] == in_view["(settle,cleared)"] >= 1
 
 
 def test_bringing_the_services_up_again_keeps_their_data():
