@@ -38,6 +38,23 @@ def watermarks(topic: str) -> dict[int, int]:
         consumer.close()
 
 
+def messages_from(topic: str, offsets: dict[int, int]) -> list:
+    """The messages of `topic` from `offsets` (partition: offset) to its end, read without a consumer group."""
+    end = watermarks(topic)
+    consumer = LedgerflowConsumerHook([topic], "ledgerflow-tests", topology.KAFKA_CONN_ID).get_conn
+    try:
+        consumer.assign([TopicPartition(topic, p, o) for p, o in offsets.items() if o < end[p]])
+        messages = []
+        while len(messages) < sum(end[p] - o for p, o in offsets.items()):
+            message = consumer.poll(10)
+            assert message is not None, f"{topic} ended before its high watermarks {end}"
+            if message.error() is None:
+                messages.append(message)
+        return messages
+    finally:
+        consumer.close()
+
+
 def rewind(group_id: str, topic: str, offsets: dict[int, int]) -> None:
     """Set a consumer group's committed offsets back, so its next run receives those messages again."""
     admin = KafkaAdminClientHook(kafka_config_id=topology.KAFKA_CONN_ID).get_conn

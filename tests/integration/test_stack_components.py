@@ -9,7 +9,8 @@ from airflow.providers.apache.kafka.hooks.client import KafkaAdminClientHook
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 from airflow.providers.redis.hooks.redis import RedisHook
 
-PIPELINE_TOPICS = {"financial-transactions", "cleared-transactions"}
+PIPELINE_TOPICS = {"financial-transactions", "cleared-transactions", "financial-transactions.dlq",
+                   "cleared-transactions.dlq"}
 
 
 def test_kafka_admin_hook_lists_the_pipeline_topics_with_the_configured_partitions():
