@@ -40,3 +40,41 @@ def test_the_drill_counts_each_broken_promise_of_its_load_and_nothing_else(ledge
         "status changes that do not name the Airflow run and task that made them": 3,
     }
     assert redis_records_that_disagree(ledger.conn, f"{ledger.prefix}-%") == 3
+
+
+def test_each_check_counts_the_rows_that_break_its_promise(ledger):
+    """The schema refuses most of these breaches outright, so the drill's checks, its backstops, are tried on
+    tables of their own: temporary ones, which this session finds before the pipeline's."""
+    like = {"like": "P-%"}
+    with ledger.conn.transaction(force_rollback=True):
+        for table in ("accounts (account_number text, balance numeric, opening_balance numeric)",
+                      "transactions (transaction_id text, status text, from_account text, to_account text, "
+                      "amount numeric)",
+                      "journal_postings (transaction_id text, account_number text, direction text, amount numeric)",
+                      "transaction_audit (id serial, transaction_id text, new_status text, dag_id text, run_id text, "
+                      "task_id text)"):
+            ledger.conn.execute(f"CREATE TEMPORARY TABLE {table} ON COMMIT DROP")
+        # T1 settled as settle does; T2 settled with a credit of another amount; T3 pending, never audited;
+        # A3 below zero since it opened; A4 moved by 5.00 without a posting
+        ledger.conn.execute("""
+            INSERT INTO accounts VALUES ('P-A1', 90, 100), ('P-A2', 110, 100), ('P-A3', -1, -1), ('P-A4', 105, 100),
+                                        ('P-A5', 90, 100), ('P-A6', 109, 100);
+            INSERT INTO transactions VALUES ('P-T1', 'settled', 'P-A1', 'P-A2', 10), ('P-T2', 'settled', 'P-A5', 'P-A6', 10),
+                                            ('P-T3', 'pending', 'P-A1', 'P-A2', 10);
+            INSERT INTO journal_postings VALUES ('P-T1', 'P-A1', 'DEBIT', 10), ('P-T1', 'P-A2', 'CREDIT', 10),
+                                                ('P-T2', 'P-A5', 'DEBIT', 10), ('P-T2', 'P-A6', 'CREDIT', 9);
+            INSERT INTO transaction_audit (transaction_id, new_status, dag_id, run_id, task_id) VALUES
+                ('P-T1', 'cleared', 'd', 'r', 't'), ('P-T1', 'settled', 'd', 'r', 't'),
+                ('P-T2', 'cleared', 'd', 'r', 't'), ('P-T2', 'settled', NULL, NULL, NULL)""")
+
+        counts = {name: ledger.conn.execute(sql, like).fetchone()[0] for name, sql in CHECKS.items()}
+
+    assert counts == {
+        "transfers not settled or rejected": 1,  # T3
+        "accounts below zero": 1,  # A3
+        "accounts whose balance is not their opening balance plus their postings": 1,  # A4
+        "money created or destroyed (the balances' sum against the opening balances', in cents)": 400,  # A4, A6
+        "transfers settled without exactly one debit and one credit of their amount, or postings of others": 1,  # T2
+        "transfers whose audit trail enters a status twice, ends elsewhere than their status, or is missing": 1,  # T3
+        "status changes that do not name the Airflow run and task that made them": 1,  # T2's settlement
+    }
