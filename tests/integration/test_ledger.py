@@ -219,13 +219,16 @@ def test_settling_the_same_batch_again_changes_nothing(ledger):
     assert [len(ledger.audit(i)) for i in ids] == [2, 2]
 
 
-def test_cleared_with_conditions_settles_too(ledger):
+def test_cleared_with_conditions_settles_too_and_its_settlement_says_so(ledger):
     source, destination = ledger.accounts("100.00", "0.00")
     [transaction_id] = ledger.transactions((source, destination, "30.00"), status="cleared_with_conditions")
 
-    settle(ledger.conn, [transaction_id], AIRFLOW)
+    result = settle(ledger.conn, [transaction_id], AIRFLOW)
 
     assert ledger.statuses([transaction_id]) == {transaction_id: "settled"}
+    assert ledger.balances([source, destination]) == {source: D("70.00"), destination: D("30.00")}
+    assert [row[:3] for row in ledger.audit(transaction_id)][-1] == ("cleared_with_conditions", "settled", "SETTLED")
+    assert result.settled_from == {transaction_id: Status.CLEARED_WITH_CONDITIONS}  # what its record shows
 
 
 def test_only_cleared_transactions_settle(ledger):

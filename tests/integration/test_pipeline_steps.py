@@ -1090,7 +1090,9 @@ def test_a_follow_up_runs_neither_past_a_failed_step_of_its_batch_nor_of_the_bat
         partial(_TwoStepOperator, failing=failing), topics, producer, 40)
 
     assert ("first", 0) in operator.ran and ("second", 0) in operator.ran
-    assert ("second", 1) not in operator.ran, "not past the batch's failed first step"
+    assert not any(step == "second" and batch >= 1 for step, batch in operator.ran), \
+        "not past the failed batch's first step, nor past its own failure"
+    assert (("first", 1) in operator.ran) == (failing == "second"), "the failed batch's first step ran before it"
     assert not any(step == failing and batch >= 2 for step, batch in operator.ran), "not past the failed batch"
     assert 0 not in operator.abandoned and 1 in operator.abandoned, "what was not completed was released"
     assert uncommitted == 30, "only the first batch is committed"
