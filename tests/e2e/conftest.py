@@ -78,6 +78,16 @@ class Scenario:
                 "A5": ("C1", "SAVINGS", "100000.00"), "A6": ("C2", "CHECKING", "15000.00")}
     TRANSFERS = {"T1": ("A1", "A2", "1000.00"), "T2": ("A3", "A4", "2500.50"), "T3": ("A5", "A6", "750.25"),
                  "T4": ("A6", "A1", "20000.00")}
+    # once T1 to T3 are settled (T2 cleared with conditions: its source is HIGH risk) and T4 rejected for funds
+    SETTLED_STATUSES = {"T1": "settled", "T2": "settled", "T3": "settled", "T4": "rejected"}
+    SETTLED_BALANCES = {"A1": Decimal("49000.00"), "A2": Decimal("26000.00"), "A3": Decimal("72499.50"),
+                        "A4": Decimal("32500.50"), "A5": Decimal("99249.75"), "A6": Decimal("15750.25")}
+    SETTLED_AUDIT_CHAINS = {
+        "T1": [("pending", "cleared", "CLEARED"), ("cleared", "settled", "SETTLED")],
+        "T2": [("pending", "cleared_with_conditions", "CLEARED_WITH_CONDITIONS"),
+               ("cleared_with_conditions", "settled", "SETTLED")],
+        "T3": [("pending", "cleared", "CLEARED"), ("cleared", "settled", "SETTLED")],
+        "T4": [("pending", "rejected", "INSUFFICIENT_FUNDS")]}
 
     def __init__(self, conn):
         self.conn = conn

@@ -4,7 +4,6 @@ included) changes nothing but the Redis records it finds lost, which it writes a
 message without settling anything twice, and a second one publishes only what is not terminal."""
 
 import json
-from decimal import Decimal
 
 import pytest
 
@@ -12,9 +11,6 @@ from include.airflow_control import run_dag
 from ledgerflow import topology
 from ledgerflow.store.kafka import LedgerflowProducerHook, publish
 from tests.e2e.conftest import Scenario, messages_from, rewind, watermarks
-
-D = Decimal
-
 
 # A bad message on each topic, among the scenario's: each goes to its dead-letter topic and the rest settle.
 BAD_MESSAGES = {topology.TRANSACTIONS_TOPIC: b"not a transaction", topology.CLEARED_TOPIC: b'{"transaction_id": 7}'}
@@ -37,7 +33,7 @@ def scenario(pg_module):
 
 
 def test_transactions_reach_their_expected_statuses(scenario):
-    assert scenario.statuses() == {"T1": "settled", "T2": "settled", "T3": "settled", "T4": "rejected"}
+    assert scenario.statuses() == Scenario.SETTLED_STATUSES
 
 
 @pytest.mark.parametrize("topic", list(BAD_MESSAGES))
@@ -55,16 +51,12 @@ def test_a_bad_message_goes_to_its_dead_letter_topic_with_the_reason(scenario, t
 
 
 def test_balances_move_exactly_and_reconcile(scenario):
-    assert scenario.balances() == {"A1": D("49000.00"), "A2": D("26000.00"), "A3": D("72499.50"),
-                                   "A4": D("32500.50"), "A5": D("99249.75"), "A6": D("15750.25")}
+    assert scenario.balances() == Scenario.SETTLED_BALANCES
     assert scenario.reconciliation_gaps() == []
 
 
 def test_audit_chains_name_each_step(scenario):
-    assert scenario.audit_chain("T1") == [("pending", "cleared", "CLEARED"), ("cleared", "settled", "SETTLED")]
-    assert scenario.audit_chain("T2") == [("pending", "cleared_with_conditions", "CLEARED_WITH_CONDITIONS"),
-                                          ("cleared_with_conditions", "settled", "SETTLED")]
-    assert scenario.audit_chain("T4") == [("pending", "rejected", "INSUFFICIENT_FUNDS")]
+    assert {t: scenario.audit_chain(t) for t in Scenario.TRANSFERS} == Scenario.SETTLED_AUDIT_CHAINS
     # Each change names the run and the try that made it, so Airflow's history leads to it and back.
     made_by = scenario.conn.execute(
         "SELECT changed_by, dag_id, run_id, task_id, try_number, map_index FROM transaction_audit "

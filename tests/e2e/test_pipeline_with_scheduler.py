@@ -27,7 +27,7 @@ def finished_run(airflow_api, dag_id: str, run_id: str, seconds: float = BOUND_S
     return run
 
 
-def test_inserted_transactions_reach_a_terminal_status_without_a_manual_trigger(pg, airflow_api):
+def test_inserted_transactions_reach_a_terminal_status_without_a_manual_trigger(pg, airflow_api, redis_client):
     scenario = Scenario(pg)
     try:
         for dag_id in DAGS:
@@ -43,9 +43,16 @@ def test_inserted_transactions_reach_a_terminal_status_without_a_manual_trigger(
     finally:
         airflow_api.stop_pipeline()
 
-    assert statuses == {"T1": "settled", "T2": "settled", "T3": "settled", "T4": "rejected"}, (
-        f"after {elapsed:.0f}s: {statuses}")
+    assert statuses == Scenario.SETTLED_STATUSES, f"after {elapsed:.0f}s: {statuses}"
+    assert scenario.balances() == Scenario.SETTLED_BALANCES
     assert scenario.reconciliation_gaps() == []
+    assert {t: scenario.audit_chain(t) for t in Scenario.TRANSFERS} == Scenario.SETTLED_AUDIT_CHAINS
+    # each change names a scheduled run of its stage
+    assert set(pg.execute("SELECT dag_id, task_id, run_id ~ '^(scheduled|manual)__' FROM transaction_audit "
+                          "WHERE transaction_id LIKE %s", (f"{scenario.prefix}-%",)).fetchall()) == {
+        ("ledgerflow_clear", "clear_transactions", True), ("ledgerflow_settle", "settle_transactions", True)}
+    assert redis_client.hget(f"settlement:{scenario.id('T2')}", "from_balance_after") == b"72499.50"
+    assert redis_client.hget(f"rejected:{scenario.id('T4')}", "reason_code") == b"INSUFFICIENT_FUNDS"
     print(f"terminal {elapsed:.1f}s after the insert")
 
 
