@@ -364,6 +364,8 @@ def test_only_a_settlement_settles(ledger):
     ("rejected", "30.00", "on", psycopg.errors.CheckViolation, "the transaction is rejected, and only its settlement"),
     ("settled", "31.00", "on", psycopg.errors.CheckViolation, "is of 31.00, the transaction of 30.00"),
     ("settled", "30.00", "off", psycopg.errors.InsufficientPrivilege, "written by a settlement, and by nothing else"),
+    # settled without postings before (the original system's rows): no posting comes after
+    ("settled before", "30.00", "on", psycopg.errors.CheckViolation, "it was settled before, and only its settlement"),
 ])
 def test_only_a_settlement_posts_and_only_the_amount_of_the_transaction_it_settles(
         ledger, status, amount, settling, error, match):
@@ -372,11 +374,16 @@ def test_only_a_settlement_posts_and_only_the_amount_of_the_transaction_it_settl
                                            status="rejected" if status == "rejected" else "cleared")
     post = ("INSERT INTO journal_postings (transaction_id, account_number, direction, amount, balance_after) "
             "VALUES (%s, %s, 'DEBIT', %s, 70.00)")
+    settle_by_hand = ("UPDATE transactions SET status = 'settled', status_reason_code = 'SETTLED' "
+                      "WHERE transaction_id = %s")
+    if status == "settled before":
+        with ledger.conn.transaction():
+            ledger.conn.execute("SET LOCAL ledgerflow.settling = 'on'")
+            ledger.conn.execute(settle_by_hand, (transaction_id,))
     with ledger.conn.transaction(force_rollback=True):
         ledger.conn.execute("SET LOCAL ledgerflow.settling = 'on'")
         if status == "settled":
-            ledger.conn.execute("UPDATE transactions SET status = 'settled', status_reason_code = 'SETTLED' "
-                                "WHERE transaction_id = %s", (transaction_id,))
+            ledger.conn.execute(settle_by_hand, (transaction_id,))
         ledger.conn.execute(f"SET LOCAL ledgerflow.settling = '{settling}'")
         with pytest.raises(error, match=match), ledger.conn.transaction():
             ledger.conn.execute(post, (transaction_id, source, Decimal(amount)))
