@@ -3,9 +3,10 @@ database connection from the provider's hook."""
 
 import gc
 import re
+import resource
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 
@@ -39,15 +40,20 @@ def reset_peak_memory() -> None:
     """Start the process's peak resident memory (VmHWM) afresh from what it holds now, when a task starts. Under
     `airflow dags test` the task runs in the CLI's own process, whose peak so far is the CLI's start-up, the
     DAG's parsing and, for clear and settle, the sensor's run; and a process started by exec keeps the peak of
-    the one that started it in `ru_maxrss`. Either would hide a task that grows below that mark."""
-    with open("/proc/self/clear_refs", "w") as clear_refs:
+    the one that started it in `ru_maxrss`. Either would hide a task that grows below that mark. A diagnostic
+    must not fail the task: where the kernel offers no reset, the figure stays the process's peak."""
+    with suppress(OSError), open("/proc/self/clear_refs", "w") as clear_refs:
         clear_refs.write("5")
 
 
 def peak_memory_mb() -> float:
-    """The task process's peak resident memory since reset_peak_memory, for the run summary."""
-    with open("/proc/self/status") as status:
-        return round(int(re.search(r"^VmHWM:\s+(\d+) kB$", status.read(), re.MULTILINE)[1]) / 1024, 1)
+    """The task process's peak resident memory since reset_peak_memory, for the run summary (without /proc,
+    the process's peak)."""
+    try:
+        with open("/proc/self/status") as status:
+            return round(int(re.search(r"^VmHWM:\s+(\d+) kB$", status.read(), re.MULTILINE)[1]) / 1024, 1)
+    except OSError:
+        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 @contextmanager
