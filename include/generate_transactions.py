@@ -40,6 +40,8 @@ def transfers(prefix: str, accounts: list[str], count: int, min_cents: int, max_
     # the hot accounts send hot_share of the transfers and no more: the others come from the other accounts
     hot = accounts[:hot_accounts] if hot_share else []
     others = accounts[len(hot):]
+    if hot_share < 1 and not others:
+        raise ValueError(f"{hot_accounts} hot accounts leave none of the {len(accounts)} for the other transfers")
     for i in range(count):
         source = rng.choice(hot) if hot and rng.random() < hot_share else rng.choice(others)
         destination = rng.choice(accounts)

@@ -3,6 +3,8 @@
 import random
 from collections import Counter
 
+import pytest
+
 from include.generate_transactions import transfers
 
 ACCOUNTS = [f"A{i}" for i in range(1000)]
@@ -26,3 +28,8 @@ def test_without_a_hot_share_every_account_sends_alike():
     by_source = sources(0.0)
     assert len(by_source) == 1000
     assert max(by_source.values()) < 3 * min(by_source.values())
+
+
+def test_hot_accounts_that_leave_no_other_account_are_refused():
+    with pytest.raises(ValueError, match="5 hot accounts leave none of the 5"):
+        list(transfers("P", ACCOUNTS[:5], 10, 100, 200, 0.1, 5, random.Random(7)))
