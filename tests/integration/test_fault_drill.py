@@ -54,18 +54,25 @@ def test_each_check_counts_the_rows_that_break_its_promise(ledger):
                       "transaction_audit (id serial, transaction_id text, new_status text, dag_id text, run_id text, "
                       "task_id text)"):
             ledger.conn.execute(f"CREATE TEMPORARY TABLE {table} ON COMMIT DROP")
-        # T1 settled as settle does; T2 settled with a credit of another amount; T3 pending, never audited;
-        # A3 below zero since it opened; A4 moved by 5.00 without a posting
+        # T1 settled as settle does; T2 settled with a credit of another amount; T3 pending, never audited, with a
+        # posting; T4 audited into cleared twice; T5's trail ends in cleared; A3 below zero since it opened; A4
+        # moved by 5.00 without a posting
         ledger.conn.execute("""
             INSERT INTO accounts VALUES ('P-A1', 90, 100), ('P-A2', 110, 100), ('P-A3', -1, -1), ('P-A4', 105, 100),
                                         ('P-A5', 90, 100), ('P-A6', 109, 100);
             INSERT INTO transactions VALUES ('P-T1', 'settled', 'P-A1', 'P-A2', 10), ('P-T2', 'settled', 'P-A5', 'P-A6', 10),
-                                            ('P-T3', 'pending', 'P-A1', 'P-A2', 10);
+                                            ('P-T3', 'pending', 'P-A1', 'P-A2', 0), ('P-T4', 'settled', 'P-A1', 'P-A2', 0),
+                                            ('P-T5', 'settled', 'P-A1', 'P-A2', 0);
             INSERT INTO journal_postings VALUES ('P-T1', 'P-A1', 'DEBIT', 10), ('P-T1', 'P-A2', 'CREDIT', 10),
-                                                ('P-T2', 'P-A5', 'DEBIT', 10), ('P-T2', 'P-A6', 'CREDIT', 9);
+                                                ('P-T2', 'P-A5', 'DEBIT', 10), ('P-T2', 'P-A6', 'CREDIT', 9),
+                                                ('P-T3', 'P-A1', 'DEBIT', 0), ('P-T4', 'P-A1', 'DEBIT', 0),
+                                                ('P-T4', 'P-A2', 'CREDIT', 0), ('P-T5', 'P-A1', 'DEBIT', 0),
+                                                ('P-T5', 'P-A2', 'CREDIT', 0);
             INSERT INTO transaction_audit (transaction_id, new_status, dag_id, run_id, task_id) VALUES
                 ('P-T1', 'cleared', 'd', 'r', 't'), ('P-T1', 'settled', 'd', 'r', 't'),
-                ('P-T2', 'cleared', 'd', 'r', 't'), ('P-T2', 'settled', NULL, NULL, NULL)""")
+                ('P-T2', 'cleared', 'd', 'r', 't'), ('P-T2', 'settled', NULL, NULL, NULL),
+                ('P-T4', 'cleared', 'd', 'r', 't'), ('P-T4', 'cleared', 'd', 'r', 't'), ('P-T4', 'settled', 'd', 'r', 't'),
+                ('P-T5', 'settled', 'd', 'r', 't'), ('P-T5', 'cleared', 'd', 'r', 't')""")
 
         counts = {name: ledger.conn.execute(sql, like).fetchone()[0] for name, sql in CHECKS.items()}
 
@@ -74,7 +81,7 @@ def test_each_check_counts_the_rows_that_break_its_promise(ledger):
         "accounts below zero": 1,  # A3
         "accounts whose balance is not their opening balance plus their postings": 1,  # A4
         "money created or destroyed (the balances' sum against the opening balances', in cents)": 400,  # A4, A6
-        "transfers settled without exactly one debit and one credit of their amount, or postings of others": 1,  # T2
-        "transfers whose audit trail enters a status twice, ends elsewhere than their status, or is missing": 1,  # T3
+        "transfers settled without exactly one debit and one credit of their amount, or postings of others": 2,  # T2, T3
+        "transfers whose audit trail enters a status twice, ends elsewhere than their status, or is missing": 3,  # T3-T5
         "status changes that do not name the Airflow run and task that made them": 1,  # T2's settlement
     }

@@ -353,19 +353,37 @@ def test_a_batch_from_every_partition_is_committed_on_every_partition(topic_of_t
     assert group_backlog(topic, group_id, topology.KAFKA_CONN_ID) == 0
 
 
+class CountingConsumer:
+    """A consumer that counts its fetches of more messages (`consume`) after the first `poll`."""
+
+    def __init__(self, consumer):
+        self.consumer, self.fetches = consumer, 0
+
+    def poll(self, timeout):
+        return self.consumer.poll(timeout)
+
+    def consume(self, **kwargs):
+        self.fetches += 1
+        return self.consumer.consume(**kwargs)
+
+    def close(self):
+        self.consumer.close()
+
+
 def test_a_drain_takes_a_backlog_in_full_batches_in_order_and_ends_when_the_topic_is_idle(topics, producer):
     publish(producer, topics["in"], ((None, f"m{i}".encode()) for i in range(25)))
-    consumer = consumer_of(topics["in"])
+    consumer = CountingConsumer(consumer_of(topics["in"]))
     events, batches = [], []
     try:
-        # the first message is announced before its batch is fetched, so a task's rate starts there
+        # the first message is announced before the rest of its batch is fetched, so a task's rate starts there
         for batch in consume_batches(consumer, 10, time_budget=60, idle_timeout=1,
-                                     on_first_message=lambda: events.append("first message")):
+                                     on_first_message=lambda: events.append(f"first message, {consumer.fetches} "
+                                                                            "fetches after it")):
             events.append(f"batch of {len(batch)}")
             batches.append(batch)
     finally:
         consumer.close()
-    assert events == ["first message", "batch of 10", "batch of 10", "batch of 5"]
+    assert events == ["first message, 0 fetches after it", "batch of 10", "batch of 10", "batch of 5"]
     assert [m.value() for b in batches for m in b] == [f"m{i}".encode() for i in range(25)]
 
 
