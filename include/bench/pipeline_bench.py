@@ -242,9 +242,9 @@ def end_to_end(api, conn, args) -> None:
         seconds = load.last_terminal_at() - last_insert
         print(f"\nend to end with the scheduler: {args.count:,} transactions across {args.accounts:,} accounts "
               f"({load.outcome()})")
-        print(f"last insert to last terminal status: {seconds:.1f} s, {args.count / seconds:,.0f} tx/s "
+        print(f"the insert's commit to the last terminal status: {seconds:.1f} s, {args.count / seconds:,.0f} tx/s "
               f"(the insert took {inserting:.1f} s before that, in one transaction)")
-        print(f"CPU from the last insert until all were seen terminal: "
+        print(f"CPU from the insert's commit until all were seen terminal: "
               f"{cpu.per_transaction(args.count)}")
         finish_running_tasks(api)
         print_stage_table("the scheduler's task runs meanwhile", scheduled_summaries(api, unpaused_at), rates=False)
