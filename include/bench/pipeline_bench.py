@@ -1,13 +1,15 @@
 """Benchmark the pipeline on the local stack and print its figures.
 
     include/stack/with-env python -m include.bench.pipeline_bench stages     [--count 100000] [--accounts 1000] [--hot]
+                                                                             [--repeat 1]
     include/stack/with-env python -m include.bench.pipeline_bench end-to-end [--count 1000000]
     include/stack/with-env python -m include.bench.pipeline_bench latency    [--rate 1000] [--seconds 180]
 
 stages      with the pipeline paused, loads a backlog, then runs produce, clear and settle one after the
             other with `airflow dags test`, each until its backlog is drained. Prints each stage's own
             rate inside its tasks (produce: first row read to last batch recorded as published; clear and
-            settle: first message to last offset commit, as the tasks report it) and the tasks' peak memory.
+            settle: first message to last offset commit, as the tasks report it) and the tasks' peak memory;
+            with --repeat N, N loads one after the other, then each stage's median rate and range.
 end-to-end  unpauses the DAGs and, once the scheduler and triggerer drive them, loads the backlog in one
             transaction, so that all of it appears at once: the rate from that commit to its last terminal
             status.
@@ -134,19 +136,37 @@ def drain_with_dags_test(api: AirflowApi, meter: CpuMeter | None = None
     return summaries, cpu
 
 
+def stage_figures(summaries: dict[str, list[dict]]) -> dict[str, tuple[int, int, float, float]]:
+    """Per stage: its task runs, the transactions they counted, the seconds of their rates and their peak MB."""
+    figures = {}
+    for dag_id, _, counted, _, _ in STAGES:
+        runs = summaries[dag_id]
+        figures[dag_id] = (len(runs), sum(s[counted] for s in runs), sum(s.get("seconds", 0) for s in runs),
+                           max((s["peak_memory_mb"] for s in runs), default=0))
+    return figures
+
+
 def print_stage_table(title: str, summaries: dict[str, list[dict]], rates: bool = True) -> None:
     """One row per stage; `rates` only where the tasks drained a backlog (under a stream a task's time
     includes its waits for the next burst, so its rate says nothing)."""
     print(f"\n{title}")
     print(f"{'stage':<10}{'runs':>5}{'transactions':>14}" + (f"{'seconds':>10}{'tx/s':>10}" if rates else "")
           + f"{'peak MB':>10}")
-    for dag_id, _, counted, _, _ in STAGES:
-        runs = summaries[dag_id]
-        count = sum(s[counted] for s in runs)
-        seconds = sum(s.get("seconds", 0) for s in runs)
-        peak = max((s["peak_memory_mb"] for s in runs), default=0)
-        print(f"{dag_id.removeprefix('ledgerflow_'):<10}{len(runs):>5}{count:>14,}"
+    for dag_id, (runs, count, seconds, peak) in stage_figures(summaries).items():
+        print(f"{dag_id.removeprefix('ledgerflow_'):<10}{runs:>5}{count:>14,}"
               + (f"{seconds:>10.1f}{count / max(seconds, 1e-6):>10,.0f}" if rates else "") + f"{peak:>10,.0f}")
+
+
+def print_medians(title: str, figures: list[dict[str, tuple[int, int, float, float]]]) -> None:
+    """Each stage's median rate over repeated loads, with the range of its rates and of its peak memory: on a
+    shared machine one run says little."""
+    print(f"\n{title}")
+    print(f"{'stage':<10}{'median tx/s':>13}{'range tx/s':>20}{'peak MB':>14}")
+    for dag_id in DRIVEN_DAGS:
+        rates = [count / max(seconds, 1e-6) for _, count, seconds, _ in (run[dag_id] for run in figures)]
+        peaks = [run[dag_id][3] for run in figures]
+        print(f"{dag_id.removeprefix('ledgerflow_'):<10}{statistics.median(rates):>13,.0f}"
+              f"{f'{min(rates):,.0f}–{max(rates):,.0f}':>20}{f'{min(peaks):,.0f}–{max(peaks):,.0f}':>14}")
 
 
 def print_stage_cpu(summaries: dict[str, list[dict]], cpu: dict[str, CpuUse]) -> None:
@@ -217,13 +237,19 @@ def finish_running_tasks(api: AirflowApi, timeout: float = 120) -> None:
 
 def stages(api, conn, args) -> None:
     def body(_unpaused_at):
-        load = Load(conn, args.count, args.accounts, args.hot)
-        load.insert()
-        with CpuMeter(os.environ["LEDGERFLOW_AIRFLOW_DB_NAME"]) as meter:
-            summaries, cpu = drain_with_dags_test(api, meter)
-        print_stage_table(f"stages: {args.count:,} transactions across {args.accounts:,} accounts"
-                          f"{', 10% from 5 hot accounts' if args.hot else ''} ({load.outcome()})", summaries)
-        print_stage_cpu(summaries, cpu)
+        loads = f"{args.count:,} transactions across {args.accounts:,} accounts" + (
+            ", 10% from 5 hot accounts" if args.hot else "")
+        figures = []
+        for _ in range(args.repeat):
+            load = Load(conn, args.count, args.accounts, args.hot)
+            load.insert()
+            with CpuMeter(os.environ["LEDGERFLOW_AIRFLOW_DB_NAME"]) as meter:
+                summaries, cpu = drain_with_dags_test(api, meter)
+            print_stage_table(f"stages: {loads} ({load.outcome()})", summaries)
+            print_stage_cpu(summaries, cpu)
+            figures.append(stage_figures(summaries))
+        if args.repeat > 1:
+            print_medians(f"stages, {args.repeat} runs of {loads}: each stage's median rate", figures)
     with_dags(api, unpaused=False, body=body)
 
 
@@ -282,6 +308,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, help="transactions (stages: 100,000; end-to-end: 1,000,000)")
     parser.add_argument("--accounts", type=int, default=1000)
     parser.add_argument("--hot", action="store_true", help="10%% of the transfers from 5 hot accounts")
+    parser.add_argument("--repeat", type=int, default=1, help="stages: loads one after the other, then medians")
     parser.add_argument("--rate", type=float, default=1000, help="latency: transactions per second")
     parser.add_argument("--seconds", type=float, default=180, help="latency: how long the stream runs")
     parser.add_argument("--timeout", type=float, default=1800, help="give up waiting after this many seconds")
