@@ -4,7 +4,7 @@ WITH_ENV := include/stack/with-env
 # psql on the pipeline database; arguments after it go to psql
 PSQL := $(WITH_ENV) bash -c 'PGPASSWORD="$$LEDGERFLOW_DB_PASSWORD" exec psql -h 127.0.0.1 -p "$$LEDGERFLOW_PG_PORT" -U "$$LEDGERFLOW_DB_USER" -d "$$LEDGERFLOW_DB_NAME" "$$@"' psql
 
-.PHONY: run start test stop status waiting rewrite-records reset install migrate psql redis-cli secrets schemas check-rules bench drill
+.PHONY: run start test stop status waiting redrive rewrite-records reset install migrate psql redis-cli secrets schemas check-rules bench drill
 
 run:  ## install and start everything, run the pipeline on sample data, say where to look
 	@$(STACK) up
@@ -29,6 +29,9 @@ waiting:  ## the transactions not settled or rejected yet: how many wait for wha
 	@$(PSQL) -c "SELECT waits_for, status, count(*) AS transactions, min(since) AS oldest_since, \
 	                    date_trunc('second', now() - min(since)) AS oldest_for \
 	               FROM transactions_waiting GROUP BY waits_for, status ORDER BY oldest_since"
+
+redrive:  ## re-drive each hour holding a transaction that waits for a re-drive, or for clear or settle over 10 minutes (REDRIVE_ARGS)
+	@$(WITH_ENV) python -m include.redrive_waiting $(REDRIVE_ARGS)
 
 rewrite-records:  ## write the Redis records of settled and rejected transactions again from PostgreSQL (REWRITE_ARGS="--since ...")
 	@$(WITH_ENV) python include/rewrite_records.py $(REWRITE_ARGS)

@@ -143,6 +143,21 @@ class AirflowApi:
         response.raise_for_status()
         return response.json()["dag_run_id"]
 
+    def run_again(self, dag_id: str, logical_date: datetime) -> str:
+        """Run the DAG for `logical_date`: a new run, or, as Airflow keeps one run per logical date, the one there is
+        cleared to run again; returns its id."""
+        response = self.client.post(f"/dags/{dag_id}/dagRuns", json={"logical_date": logical_date.isoformat()})
+        if response.status_code != 409:
+            response.raise_for_status()
+            return response.json()["dag_run_id"]
+        response = self.client.get(f"/dags/{dag_id}/dagRuns", params={
+            "logical_date_gte": logical_date.isoformat(), "logical_date_lte": logical_date.isoformat()})
+        response.raise_for_status()
+        [run] = response.json()["dag_runs"]
+        self.client.post(f"/dags/{dag_id}/dagRuns/{run['dag_run_id']}/clear",
+                         json={"dry_run": False}).raise_for_status()
+        return run["dag_run_id"]
+
     def delete_run(self, dag_id: str, run_id: str) -> None:
         self.client.delete(f"/dags/{dag_id}/dagRuns/{run_id}").raise_for_status()
 

@@ -3,6 +3,7 @@ unpaused, inserted transactions are settled (or rejected) within a bounded time,
 a manual trigger, as the UI makes it, runs."""
 
 import contextlib
+import random
 import re
 import subprocess
 import time
@@ -12,6 +13,7 @@ import httpx
 import pytest
 
 from include.bench.fault_drill import kill_the_first_to_take_a_task, processes_to_kill
+from tests.conftest import REPO_ROOT
 from tests.e2e.conftest import Scenario
 
 BOUND_SECONDS = 120
@@ -136,3 +138,36 @@ def test_a_task_whose_worker_was_killed_before_starting_it_is_scheduled_again_an
 
     assert run["state"] == "success"
     print(f"the stuck run succeeded {time.monotonic() - started:.0f} s after the kill")
+
+
+def test_make_redrive_runs_the_hour_of_an_approved_review_again_and_it_settles(pg, airflow_api):
+    """An approved review waits for a re-drive of the hour it was created in, an hour the window DAG has run
+    before (Airflow keeps one run per logical date): `make redrive` runs it again, and the transfer settles."""
+    hour = datetime(2026, 1, 3, random.randrange(24), tzinfo=UTC)  # long past: its first run finds nothing
+    scenario = Scenario(pg)
+    earlier_run = airflow_api.trigger("ledgerflow_produce_window", logical_date=hour)
+    try:
+        airflow_api.set_paused("ledgerflow_produce_window", False)
+        assert finished_run(airflow_api, "ledgerflow_produce_window", earlier_run)["state"] == "success"
+        scenario.create({"T1": ("A1", "A2", "1000.00")})
+        for status, reason in (("requires_manual_review", "MANUAL_REVIEW_RISK_SCORE"), ("cleared", "REVIEW_APPROVED")):
+            pg.execute("UPDATE transactions SET status = %s, status_reason_code = %s WHERE transaction_id = %s",
+                       (status, reason, scenario.id("T1")))
+        pg.execute("UPDATE transactions SET created_at = %s WHERE transaction_id = %s",
+                   (hour + timedelta(minutes=30), scenario.id("T1")))
+        for dag_id in ("ledgerflow_clear", "ledgerflow_settle"):
+            airflow_api.set_paused(dag_id, False)
+
+        redrive = subprocess.run(["make", "-s", "redrive"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+        assert redrive.returncode == 0, redrive.stderr
+        assert f"{hour.isoformat()}  run {earlier_run}" in redrive.stdout, redrive.stdout
+        started = time.monotonic()
+        while scenario.statuses()["T1"] != "settled" and time.monotonic() - started < BOUND_SECONDS:
+            time.sleep(1)
+    finally:
+        airflow_api.stop_pipeline()
+        with contextlib.suppress(httpx.HTTPError):  # as above: the date's one run would be run again
+            airflow_api.delete_run("ledgerflow_produce_window", earlier_run)
+
+    assert scenario.statuses() == {"T1": "settled"}
+    assert scenario.balances()["A2"] == Scenario.SETTLED_BALANCES["A2"]  # 25,000.00 + 1,000.00

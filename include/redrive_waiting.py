@@ -1,0 +1,62 @@
+"""Re-drive every hour that holds a transaction waiting for a re-drive, or waiting for clear or settle longer than
+it should: one run of ledgerflow_produce_window per such hour, as a backfill of that hour would make.
+
+    include/stack/with-env python -m include.redrive_waiting [--older-than 10] [--dry-run]   (make redrive)
+
+After a lost or restored topic, a broker's unclean crash or an approved review, transactions wait in
+transactions_waiting (`make waiting`). A backfill re-drives a span of hours, every hour in it, and one
+transaction stuck for weeks would make that thousands of runs; this runs only the hours that hold one.
+A run re-drives what its hour holds that is not terminal; clear and settle take what moved on meanwhile as
+duplicates, so nothing settles twice. The window DAG must be unpaused for its runs to start, and clear and settle
+for the transactions to move on.
+"""
+
+import argparse
+import sys
+
+from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+from include.airflow_control import AirflowApi
+from ledgerflow import topology
+
+WINDOW_DAG = "ledgerflow_produce_window"
+
+# The hours (UTC, as the window DAG's are) of what waits for a re-drive, or for clear or settle since longer than
+# the given minutes; waiting for produce or for a review is waiting for someone else.
+WAITING_HOURS = """
+SELECT date_trunc('hour', created_at, 'UTC') AS hour, count(*) FROM transactions_waiting
+ WHERE waits_for = 'window re-drive' OR (waits_for IN ('clear', 'settle') AND since < now() - make_interval(mins => %s))
+ GROUP BY 1 ORDER BY 1"""
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--older-than", type=int, default=10,
+                        help="minutes a transaction may wait for clear or settle before its hour is re-driven")
+    parser.add_argument("--dry-run", action="store_true", help="list the hours, run nothing")
+    args = parser.parse_args()
+    conn = PostgresHook(postgres_conn_id=topology.POSTGRES_CONN_ID).get_conn()
+    try:
+        hours = conn.execute(WAITING_HOURS, (args.older_than,)).fetchall()
+    finally:
+        conn.close()
+    if not hours:
+        print("nothing waits for a re-drive")
+        return 0
+    for hour, count in hours:
+        print(f"{hour.isoformat()}  {count:,} waiting")
+    if args.dry_run:
+        return 0
+    api = AirflowApi()
+    if api.is_paused(WINDOW_DAG):
+        print(f"{WINDOW_DAG} is paused, so its runs would not start: "
+              f"include/stack/with-env airflow dags unpause {WINDOW_DAG}", file=sys.stderr)
+        return 1
+    for hour, _ in hours:
+        print(f"{hour.isoformat()}  run {api.run_again(WINDOW_DAG, hour)}")
+    print("make waiting shows what still waits")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
