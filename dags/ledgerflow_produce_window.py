@@ -28,7 +28,9 @@ with DAG(
     # A data-interval timetable: each run covers [start, end) of its hour (a plain "@hourly" cron
     # trigger would give zero-length intervals).
     schedule=CronDataIntervalTimetable("@hourly", timezone="UTC"),
-    start_date=datetime(2026, 1, 1, tzinfo=UTC),
+    # Far back: Airflow makes no task for a logical date before the start date, so a run of an earlier hour would
+    # succeed having re-driven nothing (catchup=False: unpausing schedules only the latest hour).
+    start_date=datetime(2000, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
     default_args={"retries": 3, "retry_delay": timedelta(seconds=10)},
