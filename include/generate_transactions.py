@@ -35,13 +35,20 @@ def create_accounts(conn, prefix: str, count: int, opening_balance: Decimal, rng
     return accounts
 
 
+def check_hot_accounts(accounts: int, hot_accounts: int, hot_share: float) -> None:
+    """The hot accounts send hot_share of the transfers and no more, the others come from the other accounts: a
+    share needs a hot account and, unless it is all of them, another account."""
+    if hot_share and hot_accounts < 1:
+        raise ValueError(f"a hot share of {hot_share} needs at least 1 hot account")
+    if 0 < hot_share < 1 and hot_accounts >= accounts:
+        raise ValueError(f"{hot_accounts} hot accounts leave none of the {accounts} for the other transfers")
+
+
 def transfers(prefix: str, accounts: list[str], count: int, min_cents: int, max_cents: int, hot_share: float,
               hot_accounts: int, rng: random.Random):
-    # the hot accounts send hot_share of the transfers and no more: the others come from the other accounts
+    check_hot_accounts(len(accounts), hot_accounts, hot_share)
     hot = accounts[:hot_accounts] if hot_share else []
     others = accounts[len(hot):]
-    if hot_share < 1 and not others:
-        raise ValueError(f"{hot_accounts} hot accounts leave none of the {len(accounts)} for the other transfers")
     for i in range(count):
         source = rng.choice(hot) if hot and rng.random() < hot_share else rng.choice(others)
         destination = rng.choice(accounts)
@@ -101,9 +108,10 @@ def main() -> int:
     args = parser.parse_args()
     if args.accounts < 2 or not Decimal("0.01") <= args.min_amount <= args.max_amount:
         parser.error("need at least 2 accounts and 0.01 <= --min-amount <= --max-amount")
-    if args.hot_share and not (args.hot_accounts >= 1 and (args.hot_share >= 1 or args.hot_accounts < args.accounts)):
-        parser.error("with --hot-share, --hot-accounts must be at least 1 and, unless the share is 1, fewer than "
-                     "--accounts (the other transfers come from the other accounts)")
+    try:
+        check_hot_accounts(args.accounts, args.hot_accounts, args.hot_share)
+    except ValueError as error:
+        parser.error(f"--hot-accounts and --hot-share: {error}")
 
     rng = random.Random(args.seed)
     prefix = f"G{uuid.uuid4().hex[:8]}"
