@@ -146,10 +146,11 @@ class AirflowApi:
     def run_again(self, dag_id: str, logical_date: datetime) -> str:
         """Run the DAG for `logical_date`: a new run, or, as Airflow keeps one run per logical date, the one there is
         cleared to run again; returns its id."""
-        response = self.client.post(f"/dags/{dag_id}/dagRuns", json={"logical_date": logical_date.isoformat()})
-        if response.status_code != 409:
-            response.raise_for_status()
-            return response.json()["dag_run_id"]
+        try:
+            return self.trigger(dag_id, logical_date)
+        except httpx.HTTPStatusError as error:
+            if error.response.status_code != 409:
+                raise
         response = self.client.get(f"/dags/{dag_id}/dagRuns", params={
             "logical_date_gte": logical_date.isoformat(), "logical_date_lte": logical_date.isoformat()})
         response.raise_for_status()
