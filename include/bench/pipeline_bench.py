@@ -31,6 +31,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import NamedTuple
 
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 
@@ -136,13 +137,24 @@ def drain_with_dags_test(api: AirflowApi, meter: CpuMeter | None = None
     return summaries, cpu
 
 
-def stage_figures(summaries: dict[str, list[dict]]) -> dict[str, tuple[int, int, float, float]]:
-    """Per stage: its task runs, the transactions they counted, the seconds of their rates and their peak MB."""
+class StageFigures(NamedTuple):
+    """A stage's task runs, the transactions they counted, the seconds of their rates and their peak MB."""
+    runs: int
+    count: int
+    seconds: float
+    peak_mb: float
+
+    @property
+    def rate(self) -> float:
+        return self.count / max(self.seconds, 1e-6)
+
+
+def stage_figures(summaries: dict[str, list[dict]]) -> dict[str, StageFigures]:
     figures = {}
     for dag_id, _, counted, _, _ in STAGES:
         runs = summaries[dag_id]
-        figures[dag_id] = (len(runs), sum(s[counted] for s in runs), sum(s.get("seconds", 0) for s in runs),
-                           max((s["peak_memory_mb"] for s in runs), default=0))
+        figures[dag_id] = StageFigures(len(runs), sum(s[counted] for s in runs), sum(s.get("seconds", 0) for s in runs),
+                                       max((s["peak_memory_mb"] for s in runs), default=0))
     return figures
 
 
@@ -152,19 +164,19 @@ def print_stage_table(title: str, summaries: dict[str, list[dict]], rates: bool 
     print(f"\n{title}")
     print(f"{'stage':<10}{'runs':>5}{'transactions':>14}" + (f"{'seconds':>10}{'tx/s':>10}" if rates else "")
           + f"{'peak MB':>10}")
-    for dag_id, (runs, count, seconds, peak) in stage_figures(summaries).items():
-        print(f"{dag_id.removeprefix('ledgerflow_'):<10}{runs:>5}{count:>14,}"
-              + (f"{seconds:>10.1f}{count / max(seconds, 1e-6):>10,.0f}" if rates else "") + f"{peak:>10,.0f}")
+    for dag_id, stage in stage_figures(summaries).items():
+        print(f"{dag_id.removeprefix('ledgerflow_'):<10}{stage.runs:>5}{stage.count:>14,}"
+              + (f"{stage.seconds:>10.1f}{stage.rate:>10,.0f}" if rates else "") + f"{stage.peak_mb:>10,.0f}")
 
 
-def print_medians(title: str, figures: list[dict[str, tuple[int, int, float, float]]]) -> None:
+def print_medians(title: str, figures: list[dict[str, StageFigures]]) -> None:
     """Each stage's median rate over repeated loads, with the range of its rates and of its peak memory: on a
     shared machine one run says little."""
     print(f"\n{title}")
     print(f"{'stage':<10}{'median tx/s':>13}{'range tx/s':>20}{'peak MB':>14}")
     for dag_id in DRIVEN_DAGS:
-        rates = [count / max(seconds, 1e-6) for _, count, seconds, _ in (run[dag_id] for run in figures)]
-        peaks = [run[dag_id][3] for run in figures]
+        rates = [run[dag_id].rate for run in figures]
+        peaks = [run[dag_id].peak_mb for run in figures]
         print(f"{dag_id.removeprefix('ledgerflow_'):<10}{statistics.median(rates):>13,.0f}"
               f"{f'{min(rates):,.0f}–{max(rates):,.0f}':>20}{f'{min(peaks):,.0f}–{max(peaks):,.0f}':>14}")
 
