@@ -29,19 +29,23 @@ def finished_run(airflow_api, dag_id: str, run_id: str, seconds: float = BOUND_S
     return run
 
 
+def statuses_once_terminal(scenario: Scenario, seconds: float = BOUND_SECONDS) -> tuple[dict[str, str], float]:
+    """The scenario's statuses once every transfer is settled or rejected (or after `seconds`), and how long that
+    took."""
+    started = time.monotonic()
+    while (not set((statuses := scenario.statuses()).values()) <= {"settled", "rejected"}
+           and time.monotonic() - started < seconds):
+        time.sleep(1)
+    return statuses, time.monotonic() - started
+
+
 def test_inserted_transactions_reach_a_terminal_status_without_a_manual_trigger(pg, airflow_api, redis_client):
     scenario = Scenario(pg)
     try:
         for dag_id in DAGS:
             airflow_api.set_paused(dag_id, False)
         scenario.create()
-        started = time.monotonic()
-        while time.monotonic() - started < BOUND_SECONDS:
-            statuses = scenario.statuses()
-            if set(statuses.values()) <= {"settled", "rejected"}:
-                break
-            time.sleep(1)
-        elapsed = time.monotonic() - started
+        statuses, elapsed = statuses_once_terminal(scenario)
     finally:
         airflow_api.stop_pipeline()
 
@@ -163,9 +167,7 @@ def test_make_redrive_runs_the_hour_of_an_approved_review_again_and_it_settles(p
         redrive = subprocess.run(["make", "-s", "redrive"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
         assert redrive.returncode == 0, redrive.stderr
         assert f"{hour.isoformat()}  run {earlier_run}" in redrive.stdout, redrive.stdout
-        started = time.monotonic()
-        while scenario.statuses()["T1"] != "settled" and time.monotonic() - started < BOUND_SECONDS:
-            time.sleep(1)
+        statuses_once_terminal(scenario)
     finally:
         airflow_api.stop_pipeline()
         with contextlib.suppress(httpx.HTTPError):  # as above: the date's one run would be run again
