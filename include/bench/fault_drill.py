@@ -10,7 +10,8 @@ and Airflow fails it once its heartbeats are missed), one of a worker as it take
 task stays queued until the scheduler schedules it again; a kill that comes too late counts as the one before, and
 is tried again), one of the scheduler (supervisord starts it again, and it resets the tasks the dead one started), a
 restart of Kafka and one of Redis. The first fault once the inserts are done is a restart of PostgreSQL (the
-inserting client does not reconnect). The faults go on until a minute after the last insert. Then it waits until
+inserting client does not reconnect). The faults go on until a minute after the last insert, and then until every
+kind has happened, for at most 4 minutes more (a kill waits while there is nothing to kill). Then it waits until
 every transfer of the load is settled or rejected, and checks what the pipeline promises whatever was retried,
 redelivered or restarted (see CHECKS; some the schema enforces itself, and are there as backstops). It prints each
 fault and each check, and exits 1 if a check fails, a kind of fault never happened, or injecting one failed. The
@@ -49,6 +50,9 @@ FAULT_KINDS = {*A_ROUND_OF_FAULTS, "restart postgres"}
 IDLE = "<idle>"  # the task id in an executor's worker's title between tasks
 UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 FAULTS_AFTER_THE_INSERTS_SECONDS = 60
+# On a slow run a minute after the inserts can end before every kind has happened: a kill that finds nothing to kill
+# (no task running, or the worker took its task too late) waits for a later turn, and turns are 4 to 9 s apart.
+MORE_FAULTS_FOR_A_MISSING_KIND_SECONDS = 240
 
 # Each check counts the load's rows (accounts or transactions, under the prefix %(like)s) that break a promise.
 CHECKS = {
@@ -217,6 +221,14 @@ def inject_faults(api: AirflowApi, until: threading.Event, inserting: threading.
         print(f"  {time.monotonic() - started:6.1f} s  {fault}{detail}", flush=True)
 
 
+def wait_for_every_kind(faults: list[str], injecting: threading.Thread, at_most: float) -> None:
+    """Returns once `faults`, which the `injecting` thread appends to, holds every kind of fault, once that thread
+    has ended (it failed), or after `at_most` seconds."""
+    deadline = time.monotonic() + at_most
+    while not FAULT_KINDS <= set(faults) and injecting.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.5)
+
+
 def wait_until_terminal(like: str, timeout: float) -> bool:
     """Whether the load's transfers are all settled or rejected within `timeout`; PostgreSQL may be restarting."""
     deadline = time.monotonic() + timeout
@@ -298,6 +310,7 @@ def main() -> int:
             inserting.clear()
             conn.close()
             until.wait(FAULTS_AFTER_THE_INSERTS_SECONDS)
+            wait_for_every_kind(faults, faulting, MORE_FAULTS_FOR_A_MISSING_KIND_SECONDS)
         finally:
             until.set()
             faulting.join()
