@@ -56,9 +56,13 @@ class LedgerFixture:
                 "INSERT INTO transactions (transaction_id, amount, from_account, to_account) VALUES (%s, %s, %s, %s)",
                 [(i, Decimal(amount), a, b) for i, (a, b, amount) in zip(ids, transfers)])
             if status != "pending":
-                cursor.execute("UPDATE transactions SET status = %s, status_reason_code = %s "
-                               "WHERE transaction_id = ANY(%s)", (status, BY_HAND_REASONS[status], ids))
+                self.move_by_hand(ids, status)
         return ids
+
+    def move_by_hand(self, ids, status: str) -> None:
+        """Move transactions to `status` by a direct, audited update, as a repair script would."""
+        self.conn.execute("UPDATE transactions SET status = %s, status_reason_code = %s WHERE transaction_id = ANY(%s)",
+                          (status, BY_HAND_REASONS[status], list(ids)))
 
     def balances(self, numbers) -> dict[str, Decimal]:
         return dict(self.conn.execute("SELECT account_number, balance FROM accounts WHERE account_number = ANY(%s)",
