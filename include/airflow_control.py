@@ -77,10 +77,11 @@ class DagTestFailed(AssertionError):
 
 
 class AirflowApi:
-    """Airflow's REST API (v2) as the admin user of the local stack."""
+    """Airflow's REST API (v2) as the admin user: the local stack's, or LEDGERFLOW_AIRFLOW_URL's (under docker
+    compose, the api-server's container)."""
 
     def __init__(self):
-        base = f"http://127.0.0.1:{os.environ['LEDGERFLOW_AIRFLOW_PORT']}"
+        base = os.environ.get("LEDGERFLOW_AIRFLOW_URL") or f"http://127.0.0.1:{os.environ['LEDGERFLOW_AIRFLOW_PORT']}"
         token = httpx.post(f"{base}/auth/token", json={
             "username": os.environ["LEDGERFLOW_AIRFLOW_ADMIN_USER"],
             "password": os.environ["LEDGERFLOW_AIRFLOW_ADMIN_PASSWORD"]}).json()["access_token"]

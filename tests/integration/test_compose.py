@@ -8,6 +8,7 @@ with the local stack's (include/stack/*) and requirements.txt.
 import os
 import re
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 import yaml
@@ -155,3 +156,53 @@ def test_the_database_superuser_is_refused_over_the_network(compose):
         compose["services"]["postgres"]["volumes"])
     assert compose["services"]["postgres"]["environment"]["POSTGRES_USER"] == "postgres"
     assert "sed -i '1i host all postgres all reject' \"$PGDATA/pg_hba.conf\"" in init.read_text()
+
+
+def test_the_api_server_can_open_the_password_file_init_writes_as_root(compose):
+    """Airflow's auth manager opens its password file for appending as the api-server starts, as the image's
+    airflow user (uid 50000); init writes it as root on a volume Docker creates as root's."""
+    init = compose["services"]["airflow-init"]
+    script = init["command"][-1]
+    password_file = init["environment"]["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]
+    assert init["user"] == "0:0" and "user" not in compose["services"]["airflow-apiserver"]
+    written, owned = script.index(f"> {password_file}"), script.index(f"chown -R 50000:0 {password_file.rsplit('/', 1)[0]}")
+    assert written < owned
+
+
+def test_the_broker_has_the_local_brokers_single_broker_settings(compose):
+    """Every replication factor and minimum ISR the local broker sets, compose's sets alike: Kafka's defaults
+    need more brokers than the one there is."""
+    properties = dict(line.split("=", 1) for line in
+                      (Path(os.environ["LEDGERFLOW_STATE"]) / "kafka" / "server.properties").read_text().splitlines()
+                      if "=" in line and not line.startswith("#"))
+    single_broker = {key: value for key, value in properties.items() if key.endswith((".replication.factor", ".min.isr"))}
+    kafka = compose["services"]["kafka"]["environment"]
+    assert single_broker
+    assert {key: str(kafka.get("KAFKA_" + key.upper().replace(".", "_"))) for key in single_broker} == single_broker
+
+
+def test_the_database_cluster_collates_as_the_local_one(compose, pg):
+    collation = pg.execute("SELECT datcollate FROM pg_database WHERE datname = current_database()").fetchone()[0]
+    assert f"--locale={collation}" in compose["services"]["postgres"]["environment"]["POSTGRES_INITDB_ARGS"].split()
+
+
+def test_the_airflow_containers_take_every_setting_the_dags_read(compose):
+    """A setting read by a DAG file (its schedule, its idle timeout) that compose did not pass on would keep its
+    default there whatever the user set."""
+    read = set()
+    for dag_file in (REPO_ROOT / "dags").glob("*.py"):
+        read |= set(re.findall(r"""os\.environ(?:\.get\(|\[)["'](LEDGERFLOW_\w+)""", dag_file.read_text()))
+    assert read
+    for name in AIRFLOW_SERVICES:
+        environment = compose["services"][name]["environment"]
+        assert read <= set(environment), name
+
+
+def test_the_project_commands_reach_the_api_server_in_its_container(compose):
+    """include/airflow_control.py (make redrive) logs in as the admin user at LEDGERFLOW_AIRFLOW_URL."""
+    environment = compose["services"]["airflow-scheduler"]["environment"]
+    host, port = environment["LEDGERFLOW_AIRFLOW_URL"].removeprefix("http://").split(":")
+    assert host in compose["services"] and host == "airflow-apiserver"
+    assert 8080 in published_ports(compose["services"][host]) and port == "8080"
+    assert environment["LEDGERFLOW_AIRFLOW_ADMIN_USER"] + ":" in environment["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"]
+    assert environment["LEDGERFLOW_AIRFLOW_ADMIN_PASSWORD"] == "${LEDGERFLOW_AIRFLOW_ADMIN_PASSWORD:?run make secrets}"
