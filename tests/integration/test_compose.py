@@ -164,9 +164,12 @@ def test_the_api_server_can_open_the_password_file_init_writes_as_root(compose):
     init = compose["services"]["airflow-init"]
     script = init["command"][-1]
     password_file = init["environment"]["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]
-    assert init["user"] == "0:0" and "user" not in compose["services"]["airflow-apiserver"]
-    written, owned = script.index(f"> {password_file}"), script.index(f"chown -R 50000:0 {password_file.rsplit('/', 1)[0]}")
-    assert written < owned
+    folder = password_file.rsplit("/", 1)[0]
+    api_server = compose["services"]["airflow-apiserver"]
+    assert init["user"] == "0:0" and "user" not in api_server
+    assert f"airflow-auth:{folder}" in init["volumes"] and f"airflow-auth:{folder}" in api_server["volumes"]
+    written, owned = script.index(f"> {password_file}"), script.index(f"chown -R 50000:0 {folder}")
+    assert written < owned < script.index(f"chmod 600 {password_file}")
 
 
 def test_the_broker_has_the_local_brokers_single_broker_settings(compose):
@@ -203,6 +206,6 @@ def test_the_project_commands_reach_the_api_server_in_its_container(compose):
     environment = compose["services"]["airflow-scheduler"]["environment"]
     host, port = environment["LEDGERFLOW_AIRFLOW_URL"].removeprefix("http://").split(":")
     assert host in compose["services"] and host == "airflow-apiserver"
-    assert 8080 in published_ports(compose["services"][host]) and port == "8080"
+    assert environment["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"].startswith(f"http://{host}:{port}/")
     assert environment["LEDGERFLOW_AIRFLOW_ADMIN_USER"] + ":" in environment["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"]
     assert environment["LEDGERFLOW_AIRFLOW_ADMIN_PASSWORD"] == "${LEDGERFLOW_AIRFLOW_ADMIN_PASSWORD:?run make secrets}"
