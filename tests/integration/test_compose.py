@@ -207,5 +207,10 @@ def test_the_project_commands_reach_the_api_server_in_its_container(compose):
     host, port = environment["LEDGERFLOW_AIRFLOW_URL"].removeprefix("http://").split(":")
     assert host in compose["services"] and host == "airflow-apiserver"
     assert environment["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"].startswith(f"http://{host}:{port}/")
-    assert environment["LEDGERFLOW_AIRFLOW_ADMIN_USER"] + ":" in environment["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"]
+    # the user the auth manager has, whose password init writes, and as the local stack names it
+    user = interpolate(environment["LEDGERFLOW_AIRFLOW_ADMIN_USER"])
+    assert user == os.environ["LEDGERFLOW_AIRFLOW_ADMIN_USER"]
+    assert interpolate(environment["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"]).startswith(f"{user}:")
+    assert '"$$LEDGERFLOW_AIRFLOW_ADMIN_USER" "$$LEDGERFLOW_AIRFLOW_ADMIN_PASSWORD" >' in (
+        compose["services"]["airflow-init"]["command"][-1])
     assert environment["LEDGERFLOW_AIRFLOW_ADMIN_PASSWORD"] == "${LEDGERFLOW_AIRFLOW_ADMIN_PASSWORD:?run make secrets}"
