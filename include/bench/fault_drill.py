@@ -28,6 +28,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import suppress
 from decimal import Decimal, InvalidOperation
 
@@ -177,48 +178,69 @@ def restart(service: str) -> None:
         raise RuntimeError(f"supervisorctl restart services:{service} failed: {result.stdout}{result.stderr}")
 
 
+class FaultOrder:
+    """The order of the faults: rounds of A_ROUND_OF_FAULTS, each in random order. A fault that could not be done
+    (a kill with nothing to kill, after a scheduler's kill for a while, or a worker that took no task) is set aside
+    and tried first at later turns, before the round's next fault rather than instead of it: a kill that keeps
+    failing must not hold the round up, or the drill would miss the other kinds."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng, self.round, self.set_aside = rng, [], []
+
+    def this_turn(self, doable: Callable[[str], bool]) -> Iterator[str]:
+        """The faults to try this turn, in order, until one is done: the first set-aside one that `doable` finds
+        something for, then the round's next. Each is taken out of the order as it is yielded."""
+        if (fault := next((f for f in self.set_aside if doable(f)), None)) is not None:
+            self.set_aside.remove(fault)
+            yield fault
+        self.round = self.round or self.rng.sample(A_ROUND_OF_FAULTS, len(A_ROUND_OF_FAULTS))
+        yield self.round.pop()
+
+
 def inject_faults(api: AirflowApi, until: threading.Event, inserting: threading.Event, rng: random.Random,
                   faults: list[str]) -> None:
     """One fault every 4 to 9 s until `until` is set, appended to `faults` as it is done. PostgreSQL is restarted
     once, first thing after `inserting` is clear."""
-    started, plan, waiting, postgres_restarted = time.monotonic(), [], [], False
-    while not until.wait(rng.uniform(4, 9)):
-        if not inserting.is_set() and not postgres_restarted:
-            fault, pids, postgres_restarted = "restart postgres", [], True
-        else:
-            # A kill with nothing to kill now (after a scheduler's kill, for a while) waits, and is tried first at
-            # every later turn; meanwhile the plan goes on, so each turn does a fault or sets one aside.
-            fault, pids = next(((f, pids) for f in waiting if (pids := processes_to_kill(f))), (None, []))
-            if fault:
-                waiting.remove(fault)
-            else:
-                plan = plan or rng.sample(A_ROUND_OF_FAULTS, len(A_ROUND_OF_FAULTS))
-                fault = plan.pop()
-                pids = processes_to_kill(fault) if fault.startswith("kill") else []
-        if fault == "kill worker taking a task":
-            if not pids or not (taken := kill_the_first_to_take_a_task(pids)):
-                waiting.append(fault)
-                continue
-            pid, task_instance_id = taken
-            queued = still_queued(api, task_instance_id)
-            if not queued:
-                waiting.append(fault)
-                if queued is None:  # killed, but whether before the task started is not known: not counted
-                    print(f"  {time.monotonic() - started:6.1f} s  ({fault}: pid {pid}, task instance "
-                          f"{task_instance_id}, not counted: its state could not be read)", flush=True)
-                    continue
-                fault = "kill task supervisor"  # killed too late, once its task had started
-            detail = f" (pid {pid}, task instance {task_instance_id})"
-        elif fault.startswith("kill"):
-            if not pids or not kill(pid := rng.choice(pids)):
-                waiting.append(fault)
-                continue
-            detail = f" (pid {pid})"
-        else:
-            restart(fault.split()[1])
-            detail = ""
+    started, order, postgres_restarted = time.monotonic(), FaultOrder(rng), False
+
+    def done(fault: str, detail: str = "") -> bool:
         faults.append(fault)
         print(f"  {time.monotonic() - started:6.1f} s  {fault}{detail}", flush=True)
+        return True
+
+    def attempt(fault: str) -> bool:
+        """Does `fault`, or sets it aside; whether a process was killed or a service restarted."""
+        if not fault.startswith("kill"):
+            restart(fault.split()[1])
+            return done(fault)
+        pids = processes_to_kill(fault)
+        if fault == "kill worker taking a task":
+            if not pids or not (taken := kill_the_first_to_take_a_task(pids)):
+                order.set_aside.append(fault)
+                return False
+            pid, task_instance_id = taken
+            queued = still_queued(api, task_instance_id)
+            if queued:
+                return done(fault, f" (pid {pid}, task instance {task_instance_id})")
+            order.set_aside.append(fault)
+            if queued is None:  # killed, but whether before the task started is not known: not counted
+                print(f"  {time.monotonic() - started:6.1f} s  ({fault}: pid {pid}, task instance "
+                      f"{task_instance_id}, not counted: its state could not be read)", flush=True)
+                return True
+            # killed too late, once its task had started
+            return done("kill task supervisor", f" (pid {pid}, task instance {task_instance_id})")
+        if not pids or not kill(pid := rng.choice(pids)):
+            order.set_aside.append(fault)
+            return False
+        return done(fault, f" (pid {pid})")
+
+    while not until.wait(rng.uniform(4, 9)):
+        if not inserting.is_set() and not postgres_restarted:
+            postgres_restarted = attempt("restart postgres")
+            continue
+        for fault in order.this_turn(lambda f: bool(processes_to_kill(f))):
+            if attempt(fault):
+                break
 
 
 def wait_for_every_kind(faults: list[str], injecting: threading.Thread, at_most: float) -> None:
