@@ -3,10 +3,12 @@ what produce publishes, the backlog the sensor waits on, the drain loop, failed 
 on their way to the dead-letter topic while the rest of the batch goes on."""
 
 import ast
+import asyncio
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from contextlib import contextmanager
@@ -44,6 +46,8 @@ from ledgerflow.store.kafka import (DeliveryFailed, LedgerflowConsumerHook, Ledg
                                     consume_batches, group_backlog, publish)
 from ledgerflow.store.ledger import settle
 from ledgerflow.store.redis_projection import project, rewrite
+from ledgerflow.triggers import backlog as backlog_trigger_module
+from ledgerflow.triggers.backlog import KafkaBacklogTrigger
 from tests.conftest import REPO_ROOT, open_pg
 
 CONTEXT = AuditContext(changed_by="tests", dag_id="tests", run_id="test_pipeline_steps", task_id="step",
@@ -323,6 +327,68 @@ def test_a_commit_past_the_end_of_the_log_counts_and_drains_from_the_earliest(to
                 for m in batch] == [f"m{i}".encode() for i in range(5)]
     finally:
         worker.close()
+
+
+def test_the_trigger_fires_with_the_backlog_of_its_group_and_consumes_nothing(topics, producer):
+    group_id = f"test-{uuid.uuid4().hex[:8]}"
+    trigger = KafkaBacklogTrigger(topics["in"], group_id, topology.KAFKA_CONN_ID, poll_interval=0.1)
+
+    async def first_event_once_published():
+        events = trigger.run()
+        waiting = asyncio.ensure_future(anext(events))
+        await asyncio.sleep(1)
+        assert not waiting.done(), "an empty topic has no backlog"
+        await asyncio.to_thread(publish, producer, topics["in"], ((None, f"m{i}".encode()) for i in range(3)))
+        return (await asyncio.wait_for(waiting, 30)).payload
+
+    assert asyncio.run(first_event_once_published()) == {"topic": topics["in"], "group_id": group_id, "backlog": 3}
+    assert group_backlog(topics["in"], group_id, topology.KAFKA_CONN_ID) == 3
+
+
+def test_a_cancelled_trigger_closes_its_consumer_after_the_call_under_way_on_the_same_thread(topics, monkeypatch):
+    """The triggerer cancels the trigger of a run that failed or was cleared, but not a call on the consumer under
+    way in a thread: closing the consumer from another thread meanwhile could free librdkafka's handle under it."""
+    calls = []
+    looking = threading.Event()
+
+    def slow_backlog(consumer, topic):
+        looking.set()
+        calls.append(("backlog", threading.get_ident()))
+        time.sleep(1)
+        waiting = backlog(consumer, topic)
+        calls.append(("backlog done", threading.get_ident()))
+        return waiting
+
+    class ClosingSeen:
+        """The real consumer, with its closing noted."""
+        def __init__(self, consumer):
+            self.consumer = consumer
+
+        def __getattr__(self, name):
+            return getattr(self.consumer, name)
+
+        def close(self):
+            calls.append(("close", threading.get_ident()))
+            self.consumer.close()
+
+    opened = LedgerflowConsumerHook._get_client
+    monkeypatch.setattr(LedgerflowConsumerHook, "_get_client", lambda hook, config: ClosingSeen(opened(hook, config)))
+    monkeypatch.setattr(backlog_trigger_module, "backlog", slow_backlog)
+
+    async def cancelled_while_it_looks():
+        waiting = asyncio.ensure_future(anext(KafkaBacklogTrigger(
+            topics["in"], f"test-{uuid.uuid4().hex[:8]}", topology.KAFKA_CONN_ID).run()))
+        await asyncio.to_thread(looking.wait, 30)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+
+    asyncio.run(cancelled_while_it_looks())
+    deadline = time.monotonic() + 30
+    while len(calls) < 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [call for call, _ in calls] == ["backlog", "backlog done", "close"]
+    assert len({thread for _, thread in calls}) == 1
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ and without consuming, so the task that follows gets every message, and nothing 
 """
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
@@ -27,13 +28,21 @@ class KafkaBacklogTrigger(BaseTrigger):
 
     async def run(self):
         hook = LedgerflowConsumerHook([self.topic], self.group_id, self.kafka_config_id)
-        consumer = await asyncio.to_thread(lambda: hook.get_conn)
+        # Every call on the consumer, its closing included, runs on this one thread, in turn. The triggerer cancels
+        # this coroutine when the task's run fails or is cleared, but not a call under way in a thread: closed from
+        # another thread meanwhile, librdkafka's handle could be freed under it, and the triggerer crash.
+        calls = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"backlog-{self.topic}")
+        loop = asyncio.get_running_loop()
         try:
+            consumer = await loop.run_in_executor(calls, lambda: hook.get_conn)
             while True:
-                waiting = await asyncio.to_thread(backlog, consumer, self.topic)
+                waiting = await loop.run_in_executor(calls, backlog, consumer, self.topic)
                 if waiting:
                     yield TriggerEvent({"topic": self.topic, "group_id": self.group_id, "backlog": waiting})
                     return
                 await asyncio.sleep(self.poll_interval)
         finally:
-            await asyncio.to_thread(consumer.close)
+            # after the call under way, if any (opening the consumer included); not awaited, so that a cancellation
+            # does not wait for it
+            calls.submit(lambda: hook.get_conn.close())
+            calls.shutdown(wait=False)
