@@ -1,8 +1,9 @@
 """Every DAG file imports cleanly, defines at least one DAG, and touches no network or database doing so.
 
-Each file is parsed in a fresh interpreter whose sockets refuse to connect, so a DAG that opens a
-connection at import time (a hook call, a query, a broker lookup) fails here instead of slowing every
-parse of the dag-processor. Then the DAGs as parsed are wired as the flow needs: each stage on the topics,
+Each file is parsed in a fresh interpreter that refuses the network, so a DAG that opens a connection at
+import time (a hook call, a query, a broker lookup) fails here instead of slowing every parse of the
+dag-processor: its Python sockets refuse to connect, Kafka's clients (librdkafka opens its own sockets, and
+connects lazily) refuse to be made, and the pipeline's connections point at a closed port, for libpq. Then the DAGs as parsed are wired as the flow needs: each stage on the topics,
 group and dead letters of its place in it, one active run each, on topics the stack creates.
 """
 
@@ -29,6 +30,10 @@ socket.socket.connect_ex = refuse
 socket.create_connection = refuse
 socket.getaddrinfo = refuse
 
+import confluent_kafka, confluent_kafka.admin
+
+confluent_kafka.Consumer = confluent_kafka.Producer = confluent_kafka.admin.AdminClient = refuse
+
 from airflow.dag_processing.dagbag import DagBag
 
 bag = DagBag(dag_folder=sys.argv[1])
@@ -36,15 +41,49 @@ print(json.dumps({"dag_ids": sorted(bag.dag_ids), "import_errors": bag.import_er
 """
 
 
+# The pipeline's connections, each to a port nothing listens on.
+CLOSED_PORT_CONNECTIONS = {
+    "AIRFLOW_CONN_LEDGERFLOW_POSTGRES": "postgresql://nobody:nothing@127.0.0.1:1/nowhere",
+    "AIRFLOW_CONN_LEDGERFLOW_REDIS": "redis://:nothing@127.0.0.1:1",
+    "AIRFLOW_CONN_LEDGERFLOW_KAFKA": "kafka://?bootstrap.servers=127.0.0.1%3A1",
+}
+
+
+def parse_without_network(dag_file) -> dict:
+    result = subprocess.run([sys.executable, "-c", PARSE_WITHOUT_NETWORK, str(dag_file)],
+                            capture_output=True, text=True, timeout=120, env={**os.environ, **CLOSED_PORT_CONNECTIONS})
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 @pytest.mark.parametrize("dag_file", DAG_FILES, ids=[path.name for path in DAG_FILES])
 def test_dag_file_imports_without_errors_or_network(dag_file):
-    result = subprocess.run([sys.executable, "-c", PARSE_WITHOUT_NETWORK, str(dag_file)],
-                            capture_output=True, text=True, timeout=120)
+    parsed = parse_without_network(dag_file)
 
-    assert result.returncode == 0, result.stderr
-    parsed = json.loads(result.stdout.strip().splitlines()[-1])
     assert parsed["import_errors"] == {}
     assert parsed["dag_ids"], f"{dag_file.name} defines no DAG"
+
+
+@pytest.mark.parametrize("touch", [
+    "PostgresHook(postgres_conn_id=topology.POSTGRES_CONN_ID).get_conn()",
+    "RedisHook(redis_conn_id=topology.REDIS_CONN_ID).get_conn().ping()",
+    "LedgerflowConsumerHook([topology.TRANSACTIONS_TOPIC], 'g', topology.KAFKA_CONN_ID).get_conn",
+    "LedgerflowProducerHook(kafka_config_id=topology.KAFKA_CONN_ID).get_producer()",
+], ids=["postgres", "redis", "kafka consumer", "kafka producer"])
+def test_a_dag_file_that_connects_at_import_time_fails_to_parse(tmp_path, touch):
+    dag_file = tmp_path / "connects_at_import.py"
+    dag_file.write_text(f"""
+from datetime import datetime
+from airflow.providers.postgres.hooks.postgres import PostgresHook
+from airflow.providers.redis.hooks.redis import RedisHook
+from airflow.sdk import DAG
+from ledgerflow import topology
+from ledgerflow.store.kafka import LedgerflowConsumerHook, LedgerflowProducerHook
+
+{touch}
+DAG(dag_id="connects_at_import", schedule=None, start_date=datetime(2026, 1, 1))
+""")
+    assert list(parse_without_network(dag_file)["import_errors"]) == [str(dag_file)]
 
 
 def test_every_topic_the_pipeline_names_is_one_the_stack_creates():
