@@ -1,9 +1,12 @@
 """produce_window: re-drive an hour of transactions that are not terminal yet, for backfills.
 
-    airflow backfill create --dag-id ledgerflow_produce_window --reprocess-behavior completed \\
+    airflow backfill create --dag-id ledgerflow_produce_window --reprocess-behavior completed --max-active-runs 1 \\
         --from-date 2026-11-24T00:00:00+00:00 --to-date 2026-11-24T23:00:00+00:00
 
-runs each hour of 24 November: 24 runs (both dates name the start of an hour, and both are included).
+runs each hour of 24 November: 24 runs (both dates name the start of an hour, and both are included), one at a
+time in order. `--max-active-runs 1` matters: a backfill runs up to 10 at once whatever the DAG's max_active_runs,
+and hours re-driven at once interleave their messages, so that clear could let a later transfer from an account
+take funds before an earlier one.
 Each run re-drives the hour that starts at its logical date, whoever made the run. (Airflow gives a run
 triggered with a logical date the interval that ends there; that run is the one a backfill of the same date
 would run again, so it too takes the hour that starts there.)
@@ -33,6 +36,8 @@ with DAG(
     start_date=datetime(2000, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
+    # whatever dags_are_paused_at_creation says: it re-drives only when asked, or as a safety net once unpaused
+    is_paused_upon_creation=True,
     default_args={"retries": 3, "retry_delay": timedelta(seconds=10)},
     tags=["ledgerflow"],
     doc_md=__doc__,

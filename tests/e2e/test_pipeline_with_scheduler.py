@@ -112,7 +112,7 @@ def test_a_day_long_backfill_is_24_window_runs_and_produce_refuses_one():
     day = ["--from-date", "2026-11-24T00:00:00+00:00", "--to-date", "2026-11-24T23:00:00+00:00", "--dry-run"]
 
     window = subprocess.run(["airflow", "backfill", "create", "--dag-id", "ledgerflow_produce_window",
-                             "--reprocess-behavior", "completed", *day], capture_output=True, text=True, timeout=120)
+                             "--reprocess-behavior", "completed", "--max-active-runs", "1", *day], capture_output=True, text=True, timeout=120)
     produce = subprocess.run(["airflow", "backfill", "create", "--dag-id", "ledgerflow_produce", *day],
                              capture_output=True, text=True, timeout=120)
 
