@@ -82,9 +82,11 @@ class AirflowApi:
 
     def __init__(self):
         base = os.environ.get("LEDGERFLOW_AIRFLOW_URL") or f"http://127.0.0.1:{os.environ['LEDGERFLOW_AIRFLOW_PORT']}"
-        token = httpx.post(f"{base}/auth/token", json={
+        login = httpx.post(f"{base}/auth/token", json={
             "username": os.environ["LEDGERFLOW_AIRFLOW_ADMIN_USER"],
-            "password": os.environ["LEDGERFLOW_AIRFLOW_ADMIN_PASSWORD"]}).json()["access_token"]
+            "password": os.environ["LEDGERFLOW_AIRFLOW_ADMIN_PASSWORD"]})
+        login.raise_for_status()  # a refused login says so, not KeyError: 'access_token'
+        token = login.json()["access_token"]
         self.client = httpx.Client(base_url=f"{base}/api/v2", headers={"Authorization": f"Bearer {token}"},
                                    timeout=30)
 
@@ -96,13 +98,21 @@ class AirflowApi:
     def set_paused(self, dag_id: str, paused: bool) -> None:
         self.client.patch(f"/dags/{dag_id}", json={"is_paused": paused}).raise_for_status()
 
-    def active_runs(self, dag_id: str) -> list[dict]:
-        runs = []
-        for state in ("queued", "running"):
-            response = self.client.get(f"/dags/{dag_id}/dagRuns", params={"state": state, "limit": 100})
+    def _every_page(self, path: str, key: str, params: dict) -> list[dict]:
+        """Every item of a listing, in pages of the API's maximum, 100."""
+        items: list[dict] = []
+        while True:
+            response = self.client.get(path, params={**params, "limit": 100, "offset": len(items)})
             response.raise_for_status()
-            runs += response.json()["dag_runs"]
-        return runs
+            page = response.json()[key]
+            items += page
+            if len(page) < 100:
+                return items
+
+    def active_runs(self, dag_id: str) -> list[dict]:
+        # a backfill queues all its runs at once: a day's is 24, a week's 168
+        return [run for state in ("queued", "running")
+                for run in self._every_page(f"/dags/{dag_id}/dagRuns", "dag_runs", {"state": state})]
 
     def fail_active_runs(self, dag_id: str) -> list[dict]:
         """Fail the DAG's queued and running runs; returns them."""
@@ -175,15 +185,8 @@ class AirflowApi:
         return response.json()["rendered_fields"]
 
     def queued_task_instance_ids(self) -> set[str]:
-        ids: set[str] = set()
-        while True:  # in pages of the API's maximum, 100
-            response = self.client.get("/dags/~/dagRuns/~/taskInstances",
-                                       params={"state": "queued", "limit": 100, "offset": len(ids)})
-            response.raise_for_status()
-            page = response.json()["task_instances"]
-            ids.update(task["id"] for task in page)
-            if len(page) < 100:
-                return ids
+        return {task["id"] for task in self._every_page("/dags/~/dagRuns/~/taskInstances", "task_instances",
+                                                         {"state": "queued"})}
 
     def running_tasks(self, dag_id: str) -> list[dict]:
         response = self.client.get(f"/dags/{dag_id}/dagRuns/~/taskInstances", params={"state": "running"})
@@ -191,15 +194,8 @@ class AirflowApi:
         return response.json()["task_instances"]
 
     def runs_since(self, dag_id: str, since: datetime) -> list[dict]:
-        runs: list[dict] = []
-        while True:
-            response = self.client.get(f"/dags/{dag_id}/dagRuns", params={
-                "start_date_gte": since.isoformat(), "order_by": "start_date", "limit": 100, "offset": len(runs)})
-            response.raise_for_status()
-            page = response.json()["dag_runs"]
-            runs += page
-            if len(page) < 100:
-                return runs
+        return self._every_page(f"/dags/{dag_id}/dagRuns", "dag_runs",
+                                {"start_date_gte": since.isoformat(), "order_by": "start_date"})
 
     def xcom(self, dag_id: str, run_id: str, task_id: str):
         """A task's return value in one run, or None if it returned nothing."""

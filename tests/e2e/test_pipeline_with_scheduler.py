@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
+from include.airflow_control import AirflowApi
 from include.bench.fault_drill import kill_the_first_to_take_a_task, processes_to_kill
 from tests.conftest import REPO_ROOT
 from tests.e2e.conftest import Scenario
@@ -122,6 +123,29 @@ def test_a_day_long_backfill_is_24_window_runs_and_produce_refuses_one():
         f"2026-11-24 {hour:02d}" for hour in range(24)], window.stdout[-2000:]
     assert produce.returncode != 0
     assert "does not allow backfill runs" in produce.stdout + produce.stderr, produce.stderr[-2000:]
+
+
+def test_a_refused_login_to_the_api_says_so(monkeypatch):
+    monkeypatch.setenv("LEDGERFLOW_AIRFLOW_ADMIN_PASSWORD", "not-the-password")
+    with pytest.raises(httpx.HTTPStatusError, match="401"):
+        AirflowApi()
+
+
+def test_the_active_runs_stop_pipeline_fails_are_all_of_them_past_a_page_as_a_week_long_backfill_queues(
+        airflow_api):
+    """A backfill queues every run at once (a week's is 168); the API lists at most 100 at a time. The DAG is
+    paused (the suite pauses the pipeline), so the runs stay queued until the backfill is cancelled."""
+    backfill = airflow_api.client.post("/backfills", json={
+        "dag_id": "ledgerflow_produce_window", "from_date": "2002-01-01T00:00:00Z", "to_date": "2002-01-06T00:00:00Z",
+        "reprocess_behavior": "completed", "max_active_runs": 1})
+    backfill.raise_for_status()
+    try:
+        active = [run for run in airflow_api.active_runs("ledgerflow_produce_window")
+                  if run["logical_date"].startswith("2002-01-0")]
+    finally:
+        airflow_api.client.put(f"/backfills/{backfill.json()['id']}/cancel").raise_for_status()
+
+    assert len({run["dag_run_id"] for run in active}) == len(active) == 5 * 24 + 1
 
 
 def test_a_task_whose_worker_was_killed_before_starting_it_is_scheduled_again_and_runs(airflow_api):
