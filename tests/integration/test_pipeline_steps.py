@@ -32,7 +32,6 @@ from ledgerflow.core.config import load_rules
 from ledgerflow.core.messages import (ClearedV1, Customer, TransactionV1, decode_cleared, decode_transaction,
                                       encode)
 from ledgerflow.core.reasons import ReasonCode
-from ledgerflow.core.rules import risk_score
 from ledgerflow.core.settlement import Settled
 from ledgerflow.core.states import Status
 from ledgerflow.operators.batches import KafkaBatchOperator
@@ -152,33 +151,47 @@ def test_produce_publishes_a_window_in_creation_order_each_message_enriched_with
                                                           Customer(f"{prefix}-bob", "Bob", "LOW"))
     assert (second.from_account_type, second.to_account_type, second.from_balance, second.to_balance) == (
         "SAVINGS", "CHECKING", Decimal("500.00"), Decimal("20.00"))
-    assert second.risk_score == risk_score(Decimal("7000.00"), "HIGH", "LOW", rules.risk)
+    assert second.risk_score == 55  # 15 for an amount over 5,000.00, 40 for the riskier party, HIGH
     assert messages[0].from_customer == Customer(f"{prefix}-bob", "Bob", "LOW")
     published = ledger.conn.execute("SELECT count(*) FROM transactions WHERE transaction_id = ANY(%s) "
                                     "AND published_at IS NOT NULL", ([r[0] for r in rows],)).fetchone()[0]
     assert published == 3
 
 
-def test_a_batch_the_broker_does_not_acknowledge_stops_produce_before_anything_is_recorded(ledger):
+def test_a_batch_the_broker_does_not_acknowledge_stops_produce_before_anything_is_recorded(topics, producer, ledger,
+                                                                                           monkeypatch):
     """Batches are published in one thread and recorded in another; a batch that is not acknowledged is not
-    recorded, and neither are the batches after it, which are not published either."""
+    recorded, and neither are the batches after it, which are not published either (to a topic that would take
+    them)."""
     source, destination = ledger.accounts("1000.00", "0.00")
     ids = ledger.transactions(*[(source, destination, "1.00")] * 3)
     hook = LedgerflowProducerHook(kafka_config_id=topology.KAFKA_CONN_ID)
     impatient = hook._get_client({**hook._build_config(), "message.timeout.ms": 1500})
     missing_topic = f"test-{uuid.uuid4().hex[:8]}-does-not-exist"  # auto-creation is off
-    created = ledger.conn.execute("SELECT min(created_at) FROM transactions WHERE transaction_id = ANY(%s)",
-                                  (ids,)).fetchone()[0]
+    publishes = 0
+
+    def the_first_to_a_missing_topic(_producer, _topic, records, *args, **kwargs):
+        nonlocal publishes
+        publishes += 1
+        if publishes == 1:
+            return publish(impatient, missing_topic, records, *args, **kwargs)
+        return publish(producer, topics["in"], records, *args, **kwargs)
+
+    monkeypatch.setattr(produce_module, "publish", the_first_to_a_missing_topic)
+    created = ledger.conn.execute("SELECT min(created_at), max(created_at) FROM transactions "
+                                  "WHERE transaction_id = ANY(%s)", (ids,)).fetchone()
     reader, writer = open_pg(), open_pg()
     try:
         with pytest.raises(DeliveryFailed, match=f"of 1 messages to {missing_topic} failed"):
-            produce_window(reader, [writer], impatient, missing_topic, load_rules(), start=created,
-                           end=created + timedelta(microseconds=1), redrive=True, batch_size=1)
+            produce_window(reader, [writer], producer, topics["in"], load_rules(), start=created[0],
+                           end=created[1] + timedelta(microseconds=1), redrive=True, batch_size=1)
     finally:
         reader.close()
         writer.close()
         impatient.purge()
 
+    assert publishes == 1, "the batches after the one that failed are not published"
+    read_all(topics["in"], 0)
     assert published(ledger, ids) == []
 
 
@@ -234,19 +247,22 @@ def test_a_batch_whose_parts_all_fail_to_record_raises_the_first_error_and_logs_
 
 
 def produce_with_the_second_batch_failing(ledger, producer, topic: str, monkeypatch, publish_step) -> list[str]:
-    """Produce four new transactions in batches of 2, recorded in two parts, publishing with `publish_step`;
-    the task's thread fails on the second batch (a row that cannot be converted). Returns their ids."""
+    """Produce four new transactions in batches of 2, recorded in two parts, publishing with `publish_step`, which
+    is given an Event set as the task's thread fails on the second batch (a row that cannot be converted).
+    Returns their ids."""
     ids, start, end = four_new_transfers(ledger)
     converted = 0
+    second_batch_failing = threading.Event()
 
     def to_message_failing_in_the_second_batch(*args):
         nonlocal converted
         converted += 1
         if converted == 3:
+            second_batch_failing.set()
             raise ValueError("a row that cannot be converted")
         return to_message(*args)
 
-    monkeypatch.setattr(produce_module, "publish", publish_step)
+    monkeypatch.setattr(produce_module, "publish", partial(publish_step, second_batch_failing))
     monkeypatch.setattr(produce_module, "to_message", to_message_failing_in_the_second_batch)
     reader, *writers = open_pg(), open_pg(), open_pg()
     try:
@@ -263,11 +279,12 @@ def test_a_batch_the_broker_acknowledged_is_recorded_even_when_the_next_batch_fa
                                                                                    monkeypatch):
     """A failure in the task's thread stops produce, but the follow-ups still running finish: the batch being
     published when it failed is recorded once acknowledged, in parts."""
-    def slow_publish(*args, **kwargs):  # the first batch is still being published when the second fails
-        time.sleep(1)
+    def publish_once_the_second_fails(second_batch_failing, *args, **kwargs):  # the first is being published then
+        assert second_batch_failing.wait(30)
         return publish(*args, **kwargs)
 
-    ids = produce_with_the_second_batch_failing(ledger, producer, topics["in"], monkeypatch, slow_publish)
+    ids = produce_with_the_second_batch_failing(ledger, producer, topics["in"], monkeypatch,
+                                                publish_once_the_second_fails)
 
     assert len(read_all(topics["in"], 2)) == 2
     assert published(ledger, ids) == ids[:2]
@@ -277,8 +294,8 @@ def test_a_publish_that_fails_while_the_next_batch_fails_is_logged_and_its_batch
         topics, producer, ledger, monkeypatch, caplog):
     """The run raises the task thread's error; the error of the batch then being published would otherwise be
     lost. The batch is not recorded: it goes out again."""
-    def publish_failing_late(*args, **kwargs):  # fails after the second batch failed to convert
-        time.sleep(1)
+    def publish_failing_late(second_batch_failing, *args, **kwargs):  # fails after the second batch failed to convert
+        assert second_batch_failing.wait(30)
         raise DeliveryFailed("the broker went away")
 
     with caplog.at_level("ERROR", produce_module.log.name):
