@@ -976,6 +976,40 @@ def test_clear_scores_and_records_a_transfer_rejected_by_hand_when_it_republishe
     assert redis_client.hget(f"rejected:{transfer}", "risk_score") == b"15"
 
 
+def test_a_review_approved_with_conditions_is_republished_and_settles_marked_as_such(topics, producer, ledger):
+    """Over the review amount, a transfer goes to review whatever its score; one scoring in the conditions band
+    (150,000.00 from a HIGH customer: 70) is approved with conditions, and keeps them through settlement."""
+    source, destination = ledger.accounts("200000.00", "0.00", customer=ledger.add_customer("Risky", "HIGH"))
+    [transfer] = ledger.transactions((source, destination, "150000.00"))
+    publish(producer, topics["in"], [(b"k", transaction_message(ledger, transfer, "150000.00", source, destination))])
+    clear_batch(ledger.conn, producer, read_all(topics["in"], 1), load_rules(), CONTEXT, topics["out"],
+                topics["dlq"], recording_conn=ledger.conn).complete()
+    assert ledger.conn.execute("SELECT status, status_reason_code, risk_score FROM transactions "
+                               "WHERE transaction_id = %s", (transfer,)).fetchone() == (
+        "requires_manual_review", "MANUAL_REVIEW_AMOUNT", 70)
+    ledger.conn.execute("UPDATE transactions SET status = 'cleared_with_conditions', "
+                        "status_reason_code = 'REVIEW_APPROVED_WITH_CONDITIONS', status_message = 'approved, ticket 1' "
+                        "WHERE transaction_id = %s", (transfer,))
+
+    # the re-drive: clear takes the message again and republishes what the ledger now records
+    clear_batch(ledger.conn, producer, read_all(topics["in"], 1), load_rules(), CONTEXT, topics["out"],
+                topics["dlq"], recording_conn=ledger.conn).complete()
+    [outcome] = read_all(topics["out"], 1)
+    decoded = decode_cleared(outcome.value())
+    assert (decoded.status, decoded.reason_code) == (Status.CLEARED_WITH_CONDITIONS, "REVIEW_APPROVED_WITH_CONDITIONS")
+    with fresh_topics("cleared") as settle_topics:
+        publish(producer, settle_topics["cleared"], [(source.encode(), outcome.value())])
+        summary = run_settle({"in": settle_topics["cleared"], "dlq": topics["dlq"]}, f"test-{uuid.uuid4().hex[:8]}",
+                             "test_review_with_conditions", batch_size=10)
+
+    assert summary["settled"] == 1
+    assert [row[:2] for row in ledger.audit(transfer)] == [
+        ("pending", "requires_manual_review"), ("requires_manual_review", "cleared_with_conditions"),
+        ("cleared_with_conditions", "settled")]
+    redis_client = RedisHook(redis_conn_id=topology.REDIS_CONN_ID).get_conn()
+    assert redis_client.hget(f"settlement:{transfer}", "clearance_status") == b"cleared_with_conditions"
+
+
 def test_clear_records_a_transfer_for_manual_review_publishes_nothing_for_it_and_the_batch_goes_on(
         topics, producer, ledger):
     """Above 100,000.00 a transfer waits for a reviewer: recorded with its reason and audited, not published (no

@@ -401,18 +401,24 @@ def test_every_transaction_not_yet_terminal_is_listed_with_what_it_waits_for(led
     # published, then cleared, as clear does; the other one was cleared by hand before produce published it
     ledger.conn.execute("UPDATE transactions SET published_at = now() WHERE transaction_id = ANY(%s)",
                         ([cleared, *with_conditions],))
-    approved, in_review = ledger.transactions(*[(source, destination, "1.00")] * 2, status="requires_manual_review")
+    approved, approved_with_conditions, in_review = ledger.transactions(*[(source, destination, "1.00")] * 3,
+                                                                        status="requires_manual_review")
     ledger.conn.execute("UPDATE transactions SET status = 'cleared', status_reason_code = 'REVIEW_APPROVED' "
                         "WHERE transaction_id = %s", (approved,))
+    ledger.conn.execute("UPDATE transactions SET status = 'cleared_with_conditions', "
+                        "status_reason_code = 'REVIEW_APPROVED_WITH_CONDITIONS' WHERE transaction_id = %s",
+                        (approved_with_conditions,))
     rejected = ledger.transactions((source, destination, "1.00"), status="rejected")
-    ids = [unpublished, published, cleared, cleared_unpublished, *with_conditions, approved, in_review, *rejected]
+    ids = [unpublished, published, cleared, cleared_unpublished, *with_conditions, approved, approved_with_conditions,
+           in_review, *rejected]
 
     waiting = {transaction_id: waits_for for transaction_id, waits_for in ledger.conn.execute(
         "SELECT transaction_id, waits_for FROM transactions_waiting WHERE transaction_id = ANY(%s)", (ids,))}
 
     assert waiting == {unpublished: "produce", published: "clear", cleared: "settle",
                        cleared_unpublished: "window re-drive", with_conditions[0]: "settle",
-                       approved: "window re-drive", in_review: "manual review"}
+                       approved: "window re-drive", approved_with_conditions: "window re-drive",
+                       in_review: "manual review"}
     # and the time each was created, by which a re-drive of its hour selects it
     created = "SELECT transaction_id, created_at FROM {} WHERE transaction_id = ANY(%s)"
     assert dict(ledger.conn.execute(created.format("transactions_waiting"), (ids,)).fetchall()) == {

@@ -105,7 +105,8 @@ def test_the_cases_above_reach_every_reason_code_clearance_can_give():
                      ReasonCode.DESTINATION_BALANCE_LIMIT_AT_SETTLEMENT,
                      ReasonCode.SOURCE_ACCOUNT_NOT_ACTIVE_AT_SETTLEMENT,
                      ReasonCode.DESTINATION_ACCOUNT_NOT_ACTIVE_AT_SETTLEMENT,
-                     ReasonCode.REVIEW_APPROVED, ReasonCode.REVIEW_DECLINED}
+                     ReasonCode.REVIEW_APPROVED, ReasonCode.REVIEW_APPROVED_WITH_CONDITIONS,
+                     ReasonCode.REVIEW_DECLINED}
     assert {d.reason_code for d in decisions} == set(ReasonCode) - not_clearance
 
 

@@ -32,7 +32,9 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
                                Status.REQUIRES_MANUAL_REVIEW, Status.REJECTED}),
     Status.CLEARED: frozenset({Status.SETTLED, Status.REJECTED}),
     Status.CLEARED_WITH_CONDITIONS: frozenset({Status.SETTLED, Status.REJECTED}),
-    Status.REQUIRES_MANUAL_REVIEW: frozenset({Status.CLEARED, Status.REJECTED}),
+    # A review approves with conditions what the rules would have (a transfer over the review amount scoring in the
+    # conditions band): it settles marked as such.
+    Status.REQUIRES_MANUAL_REVIEW: frozenset({Status.CLEARED, Status.CLEARED_WITH_CONDITIONS, Status.REJECTED}),
     Status.SETTLED: frozenset(),
     Status.REJECTED: frozenset(),
 }
@@ -42,7 +44,8 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
 REASONS: dict[Status, frozenset[ReasonCode]] = {
     Status.PENDING: frozenset(),
     Status.CLEARED: frozenset({ReasonCode.CLEARED, ReasonCode.REVIEW_APPROVED}),
-    Status.CLEARED_WITH_CONDITIONS: frozenset({ReasonCode.CLEARED_WITH_CONDITIONS}),
+    Status.CLEARED_WITH_CONDITIONS: frozenset({ReasonCode.CLEARED_WITH_CONDITIONS,
+                                               ReasonCode.REVIEW_APPROVED_WITH_CONDITIONS}),
     Status.REQUIRES_MANUAL_REVIEW: frozenset({ReasonCode.MANUAL_REVIEW_RISK_SCORE, ReasonCode.MANUAL_REVIEW_AMOUNT}),
     Status.SETTLED: frozenset({ReasonCode.SETTLED}),
     Status.REJECTED: frozenset({
