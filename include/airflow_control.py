@@ -122,12 +122,13 @@ class AirflowApi:
             response.raise_for_status()
         return runs
 
-    def stop_pipeline(self, timeout: float = 60) -> None:
+    def stop_pipeline(self, timeout: float = 60) -> set[str]:
         """Pause every pipeline DAG, fail its active runs, and wait for their tasks' processes to end, so nothing
         else consumes the pipeline's consumer groups or takes up its transactions. Failing a run marks its tasks
         failed at once, but a task's process learns it only at its next heartbeat, seconds later. A task stopped
         mid-batch loses nothing: its effects and offsets are transactional. Processes still there after `timeout`
-        are reported, not raised: this also runs in `finally` blocks, whose own error must not be hidden."""
+        are reported and returned (their task instances' ids), not raised: this also runs in `finally` blocks,
+        whose own error must not be hidden."""
         tasks = set()
         for dag_id in PIPELINE_DAGS:
             self.set_paused(dag_id, True)
@@ -139,8 +140,9 @@ class AirflowApi:
             if time.monotonic() > deadline:
                 print(f"warning: task instances {sorted(left)} still run {timeout:.0f} s after their runs failed",
                       file=sys.stderr)
-                return
+                return left
             time.sleep(0.5)
+        return set()
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
         response = self.client.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")

@@ -11,7 +11,11 @@ from ledgerflow.triggers.backlog import KafkaBacklogTrigger
 class KafkaBacklogSensor(BaseSensorOperator):
     """Succeeds at once when `topic` holds messages that `group_id` has not committed; otherwise defers
     to KafkaBacklogTrigger, which polls the backlog every `poll_interval` seconds. Consumes nothing.
-    Returns the backlog it saw (an XCom)."""
+    Returns the backlog it saw (an XCom).
+
+    It waits for as long as the topic stays empty, as the provider's AwaitMessageSensor does: the run of a
+    continuous DAG has nothing else to do. So the sensor settings `timeout`, `soft_fail`, `mode` and
+    `poke_interval` do not apply."""
 
     template_fields: Sequence[str] = ("topic", "group_id", "kafka_config_id")
 
