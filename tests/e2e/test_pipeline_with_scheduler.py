@@ -125,6 +125,54 @@ def test_a_day_long_backfill_is_24_window_runs_and_produce_refuses_one():
     assert "does not allow backfill runs" in produce.stdout + produce.stderr, produce.stderr[-2000:]
 
 
+def test_a_backfill_as_the_readme_gives_it_re_drives_its_hours_one_at_a_time_and_what_was_lost_settles_once(
+        pg, airflow_api):
+    """After a lost topic: T1 was published and its message lost, T3 cleared and its outcome lost. A three-hour
+    backfill with the README's command re-drives both, each hour in a run of its own, one after the other."""
+    day = datetime(2003, 1, 1, tzinfo=UTC) + timedelta(days=random.randrange(365))  # hours no other test uses
+    scenario = Scenario(pg)
+    scenario.create({"T1": ("A1", "A2", "1000.00"), "T3": ("A5", "A6", "750.25")})
+    pg.execute("UPDATE transactions SET published_at = now(), created_at = %s WHERE transaction_id = %s",
+               (day + timedelta(minutes=10), scenario.id("T1")))
+    pg.execute("UPDATE transactions SET status = 'cleared', status_reason_code = 'CLEARED', risk_score = 0, "
+               "published_at = now(), created_at = %s WHERE transaction_id = %s",
+               (day + timedelta(hours=2, minutes=59), scenario.id("T3")))
+    hours = [day + timedelta(hours=h) for h in range(3)]
+    backfill = subprocess.run(
+        ["airflow", "backfill", "create", "--dag-id", "ledgerflow_produce_window", "--reprocess-behavior", "completed",
+         "--max-active-runs", "1", "--from-date", hours[0].isoformat(), "--to-date", hours[-1].isoformat()],
+        capture_output=True, text=True, timeout=120)
+    assert backfill.returncode == 0, backfill.stderr[-2000:]
+    try:
+        for dag_id in (*DAGS[1:], "ledgerflow_produce_window"):
+            airflow_api.set_paused(dag_id, False)
+        statuses, elapsed = statuses_once_terminal(scenario)
+        runs = {datetime.fromisoformat(run["logical_date"]): run for run in airflow_api.client.get(
+            "/dags/ledgerflow_produce_window/dagRuns", params={
+                "logical_date_gte": hours[0].isoformat(), "logical_date_lte": hours[-1].isoformat()}).json()["dag_runs"]}
+        runs = {hour: finished_run(airflow_api, "ledgerflow_produce_window", runs[hour]["dag_run_id"]) for hour in hours}
+        # (their rendered fields are gone: Airflow keeps them for the 30 latest logical dates only)
+        published = [airflow_api.xcom("ledgerflow_produce_window", run["dag_run_id"], "redrive_window")["published"]
+                     for run in runs.values()]
+    finally:
+        airflow_api.stop_pipeline()
+        # Airflow marks a backfill done a scheduler loop after its last run, and refuses another meanwhile
+        for active in airflow_api.client.get("/backfills", params={
+                "dag_id": "ledgerflow_produce_window", "order_by": "-id"}).json()["backfills"]:
+            if active["completed_at"] is None:
+                airflow_api.client.put(f"/backfills/{active['id']}/cancel")
+
+    assert statuses == {"T1": "settled", "T3": "settled"}, f"after {elapsed:.0f}s: {statuses}"
+    assert scenario.audit_chain("T1") == Scenario.SETTLED_AUDIT_CHAINS["T1"]
+    assert [row[:2] for row in scenario.audit_chain("T3")] == [("pending", "cleared"), ("cleared", "settled")]
+    assert scenario.reconciliation_gaps() == []
+    assert [(run["state"], run["run_type"]) for run in runs.values()] == [("success", "backfill")] * 3
+    assert published == [1, 0, 1], "each run re-drives the hour that starts at its logical date: T1's, none, T3's"
+    ends_and_next_starts = [(datetime.fromisoformat(runs[earlier]["end_date"]),
+                             datetime.fromisoformat(runs[later]["start_date"])) for earlier, later in zip(hours, hours[1:])]
+    assert all(end <= start for end, start in ends_and_next_starts), f"runs overlapped: {ends_and_next_starts}"
+
+
 def test_a_refused_login_to_the_api_says_so(monkeypatch):
     monkeypatch.setenv("LEDGERFLOW_AIRFLOW_ADMIN_PASSWORD", "not-the-password")
     with pytest.raises(httpx.HTTPStatusError, match="401"):
