@@ -188,3 +188,42 @@ def test_0026_stops_on_an_account_held_by_an_empty_id_customer_and_says_how_to_m
                                 "account A3 is held by a customer with an empty id: give it a customer")
         pg.execute("UPDATE accounts SET customer_id = 'C' WHERE customer_id = ''")
         pg.execute(migration("0026").read_text())
+
+
+def test_0030_stops_on_a_transaction_created_at_a_time_the_pipeline_cannot_read_and_then_refuses_one(pg):
+    with schema_migrated_up_to(pg, "0030"):
+        pg.execute("INSERT INTO transactions (transaction_id, amount, from_account, to_account, created_at) "
+                   "VALUES ('X', 10.00, 'A1', 'A2', '-infinity')")  # accepted before 0030
+
+        refused_and_rolled_back(pg, migration("0030").read_text(), psycopg.errors.CheckViolation,
+                                r"transaction X was created at -infinity, which the pipeline cannot read: give it the "
+                                r"time it was created \(UPDATE transactions SET created_at = \.\.\.")
+
+        pg.execute("UPDATE transactions SET created_at = '2020-01-01T00:00:00Z' WHERE transaction_id = 'X'")
+        pg.execute(migration("0030").read_text())  # mended as the error says, the row passes
+
+        for created_at in ("infinity", "-infinity", "0001-01-01 00:00:00+00", "10000-01-01 00:00:00+00"):
+            refused_and_rolled_back(pg, "INSERT INTO transactions (transaction_id, amount, from_account, to_account, "
+                                        "created_at) VALUES ('Y', 10.00, 'A1', 'A2', %s)",
+                                    psycopg.errors.CheckViolation, "transactions_created_at_readable", (created_at,))
+        pg.execute("INSERT INTO transactions (transaction_id, amount, from_account, to_account, created_at) "
+                   "VALUES ('Y', 10.00, 'A1', 'A2', '0002-01-01 00:00:00+00')")
+
+
+def test_0031_records_as_published_what_the_pipeline_decided_and_not_what_was_changed_by_hand(pg):
+    with schema_migrated_up_to(pg, "0031"):
+        for transaction_id in ("decided", "by hand", "pending"):
+            insert_transaction(pg, transaction_id)
+        # as clear left a row that a killed produce run published and did not record (its audit names the run)
+        pg.execute("SELECT set_config('ledgerflow.dag_id', 'ledgerflow_clear', true)")
+        pg.execute("UPDATE transactions SET status = 'cleared', status_reason_code = 'CLEARED' "
+                   "WHERE transaction_id = 'decided'")
+        pg.execute("SELECT set_config('ledgerflow.dag_id', '', true)")
+        pg.execute("UPDATE transactions SET status = 'cleared', status_reason_code = 'CLEARED' "
+                   "WHERE transaction_id = 'by hand'")
+        decided_at = pg.execute("SELECT changed_at FROM transaction_audit WHERE transaction_id = 'decided'").fetchone()[0]
+
+        pg.execute(migration("0031").read_text())
+
+        assert dict(pg.execute("SELECT transaction_id, published_at FROM transactions").fetchall()) == {
+            "decided": decided_at, "by hand": None, "pending": None}

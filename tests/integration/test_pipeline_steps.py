@@ -976,6 +976,26 @@ def test_clear_scores_and_records_a_transfer_rejected_by_hand_when_it_republishe
     assert redis_client.hget(f"rejected:{transfer}", "risk_score") == b"15"
 
 
+def test_clear_records_as_published_a_transfer_a_killed_produce_run_published_without_recording_it(
+        topics, producer, ledger):
+    """The broker acknowledged the batch and the run was killed before recording it: no later produce run takes a
+    transfer clear decided, so clear's decision records that it was published (else the waiting view would send it
+    to a re-drive, and every produce run walk it among the unpublished, for ever)."""
+    source, destination = ledger.accounts("100.00", "0.00")
+    [transfer] = ledger.transactions((source, destination, "10.00"))
+    publish(producer, topics["in"], [(b"k", transaction_message(ledger, transfer, "10.00", source, destination))])
+
+    clear_batch(ledger.conn, producer, read_all(topics["in"], 1), load_rules(), CONTEXT, topics["out"],
+                topics["dlq"], recording_conn=ledger.conn).complete()
+
+    status, published_at, changed_at = ledger.conn.execute(
+        "SELECT status, published_at, status_changed_at FROM transactions WHERE transaction_id = %s",
+        (transfer,)).fetchone()
+    assert (status, published_at) == ("cleared", changed_at)
+    assert ledger.conn.execute("SELECT waits_for FROM transactions_waiting WHERE transaction_id = %s",
+                               (transfer,)).fetchone() == ("settle",)
+
+
 def test_a_review_approved_with_conditions_is_republished_and_settles_marked_as_such(topics, producer, ledger):
     """Over the review amount, a transfer goes to review whatever its score; one scoring in the conditions band
     (150,000.00 from a HIGH customer: 70) is approved with conditions, and keeps them through settlement."""

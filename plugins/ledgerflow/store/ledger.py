@@ -27,11 +27,15 @@ SET_AUDIT_CONTEXT = "SELECT set_config(name, value, true) FROM unnest(%s::text[]
 
 # A batch's rows travel as one JSON document (see _as_json) rather than as one array per column. A status change
 # stamps status_changed_at itself, as the database would (sql/0013), without the trigger's call per row.
+# A stage decides a transaction from a message, so it was published: a produce run killed between the broker's
+# acknowledgement and its record of it leaves it unpublished on paper, and the next run takes only pending ones.
+# (Set once, as produce sets it: the unchanged value keeps the update HOT.)
 APPLY_STATUS_CHANGES = """
 UPDATE transactions t
    SET status = c.new_status, status_reason_code = c.reason_code, status_message = c.message,
        status_changed_at = now(), risk_score = coalesce(c.risk_score, t.risk_score),
-       available_balance = coalesce(c.available_balance, t.available_balance)
+       available_balance = coalesce(c.available_balance, t.available_balance),
+       published_at = coalesce(t.published_at, now())
   FROM json_to_recordset(%s::json) AS c(transaction_id text, expected text, new_status text, reason_code text,
                                         message text, risk_score smallint, available_balance numeric)
  WHERE t.transaction_id = c.transaction_id AND t.status = c.expected
