@@ -910,15 +910,22 @@ def test_rewrite_records_writes_again_from_the_ledger_what_was_settled_or_reject
     from_settlement = [redis_client.hgetall(key) for key in keys]
     redis_client.delete(*keys, f"settlement:{earlier}", f"rejected:{by_hand}")
 
-    result = subprocess.run([sys.executable, str(REPO_ROOT / "include" / "rewrite_records.py"),
-                             "--since", since.isoformat()], capture_output=True, text=True, timeout=120)
+    def rewrite_records(*margin: str):
+        result = subprocess.run([sys.executable, str(REPO_ROOT / "include" / "rewrite_records.py"),
+                                 "--since", since.isoformat(), *margin], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith("wrote ") and result.stdout.endswith(" records from the ledger\n")
 
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("wrote ") and result.stdout.endswith(" records from the ledger\n")
+    rewrite_records("--margin", "0")
+
     assert [redis_client.hgetall(key) for key in keys] == from_settlement
     by_hand_record = redis_client.hgetall(f"rejected:{by_hand}")
     assert (by_hand_record[b"status"], by_hand_record[b"reason_code"]) == (b"rejected", b"REVIEW_DECLINED")
     assert not redis_client.exists(f"settlement:{earlier}"), "settled before --since: left alone"
+
+    rewrite_records()  # by default, the records of the 5 minutes before too
+
+    assert redis_client.hget(f"settlement:{earlier}", "from_balance_after") == b"99.00"
 
 
 def test_rewrite_records_refuses_a_connection_that_would_hold_a_snapshot_while_it_writes():
