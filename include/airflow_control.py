@@ -172,6 +172,15 @@ class AirflowApi:
                          json={"dry_run": False}).raise_for_status()
         return run["dag_run_id"]
 
+    def finished_state(self, dag_id: str, run_id: str, timeout: float = 1800) -> str:
+        """The run's state once it has succeeded or failed; TimeoutError after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while (state := self.run(dag_id, run_id)["state"]) not in ("success", "failed"):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{dag_id} run {run_id} still {state} after {timeout:.0f} s")
+            time.sleep(1)
+        return state
+
     def delete_run(self, dag_id: str, run_id: str) -> None:
         self.client.delete(f"/dags/{dag_id}/dagRuns/{run_id}").raise_for_status()
 

@@ -7,7 +7,10 @@ After a lost or restored topic, a broker's unclean crash or an approved review, 
 transactions_waiting (`make waiting`). A backfill re-drives a span of hours, every hour in it, and one
 transaction stuck for weeks would make that thousands of runs; this runs only the hours that hold one.
 A run re-drives what its hour holds that is not terminal; clear and settle take what moved on meanwhile as
-duplicates, so nothing settles twice. The window DAG must be unpaused for its runs to start, and clear and settle
+duplicates, so nothing settles twice. The hours run one after the other, in order, each once the one before has
+ended: hours re-driven at once would interleave their messages, and clear could let a later transfer from an
+account take funds before an earlier one (Airflow would also start an hour that has run before, cleared, ahead
+of a new one). The window DAG must be unpaused for its runs to start, and clear and settle
 for the transactions to move on.
 """
 
@@ -53,7 +56,14 @@ def main() -> int:
               f"include/stack/with-env airflow dags unpause {WINDOW_DAG}", file=sys.stderr)
         return 1
     for hour, _ in hours:
-        print(f"{hour.isoformat()}  run {api.run_again(WINDOW_DAG, hour)}")
+        run_id = api.run_again(WINDOW_DAG, hour)
+        print(f"{hour.isoformat()}  run {run_id}", end=" ", flush=True)
+        state = api.finished_state(WINDOW_DAG, run_id)
+        print(state)
+        if state != "success":
+            print(f"{WINDOW_DAG} run {run_id} {state}: the hours after it are not re-driven (see its log in the "
+                  f"Airflow UI, then make redrive again)", file=sys.stderr)
+            return 1
     print("make waiting shows what still waits")
     return 0
 

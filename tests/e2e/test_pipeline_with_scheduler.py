@@ -216,34 +216,48 @@ def test_a_task_whose_worker_was_killed_before_starting_it_is_scheduled_again_an
     print(f"the stuck run succeeded {time.monotonic() - started:.0f} s after the kill")
 
 
-def test_make_redrive_runs_the_hour_of_an_approved_review_again_and_it_settles(pg, airflow_api):
-    """An approved review waits for a re-drive of the hour it was created in, an hour the window DAG has run
-    before (Airflow keeps one run per logical date): `make redrive` runs it again, and the transfer settles."""
+def test_make_redrive_runs_the_hours_of_approved_reviews_one_after_the_other_and_they_settle(pg, airflow_api):
+    """An approved review waits for a re-drive of the hour it was created in, here an hour the window DAG has run
+    before (Airflow keeps one run per logical date) and the hour before it, which has no run: `make redrive` runs
+    the earlier hour, then the later one again once that has ended, and the transfers settle. (Airflow alone
+    would start the cleared run first.)"""
     # long past, so its first run finds nothing; years back, as an adopter's own data may be (a window run of an hour
     # before the DAG's start date would succeed without a task)
     hour = datetime(2001, 1, 3, random.randrange(24), tzinfo=UTC)
+    hour_before = hour - timedelta(hours=1)
     scenario = Scenario(pg)
     earlier_run = airflow_api.trigger("ledgerflow_produce_window", logical_date=hour)
+    run_ids = [earlier_run]
     try:
         airflow_api.set_paused("ledgerflow_produce_window", False)
         assert finished_run(airflow_api, "ledgerflow_produce_window", earlier_run)["state"] == "success"
-        scenario.create({"T1": ("A1", "A2", "1000.00")})
-        for status, reason in (("requires_manual_review", "MANUAL_REVIEW_RISK_SCORE"), ("cleared", "REVIEW_APPROVED")):
-            pg.execute("UPDATE transactions SET status = %s, status_reason_code = %s WHERE transaction_id = %s",
-                       (status, reason, scenario.id("T1")))
-        pg.execute("UPDATE transactions SET created_at = %s WHERE transaction_id = %s",
-                   (hour + timedelta(minutes=30), scenario.id("T1")))
+        scenario.create({"T0": ("A1", "A3", "500.00"), "T1": ("A1", "A2", "1000.00")})
+        for transfer, created_at in (("T0", hour_before + timedelta(minutes=30)), ("T1", hour + timedelta(minutes=30))):
+            for status, reason in (("requires_manual_review", "MANUAL_REVIEW_RISK_SCORE"),
+                                   ("cleared", "REVIEW_APPROVED")):
+                pg.execute("UPDATE transactions SET status = %s, status_reason_code = %s WHERE transaction_id = %s",
+                           (status, reason, scenario.id(transfer)))
+            pg.execute("UPDATE transactions SET created_at = %s WHERE transaction_id = %s",
+                       (created_at, scenario.id(transfer)))
         for dag_id in ("ledgerflow_clear", "ledgerflow_settle"):
             airflow_api.set_paused(dag_id, False)
 
         redrive = subprocess.run(["make", "-s", "redrive"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+        runs = re.findall(rf"^({re.escape(hour_before.isoformat())}|{re.escape(hour.isoformat())})  run (\S+) (\w+)$",
+                          redrive.stdout, re.MULTILINE)
+        run_ids += [run_id for _, run_id, _ in runs]
         assert redrive.returncode == 0, redrive.stderr
-        assert f"{hour.isoformat()}  run {earlier_run}" in redrive.stdout, redrive.stdout
+        assert [(logical_date, state) for logical_date, _, state in runs] == [
+            (hour_before.isoformat(), "success"), (hour.isoformat(), "success")], redrive.stdout
+        assert runs[1][1] == earlier_run
+        first, second = (airflow_api.run("ledgerflow_produce_window", run_id) for _, run_id, _ in runs)
         statuses_once_terminal(scenario)
     finally:
         airflow_api.stop_pipeline()
-        with contextlib.suppress(httpx.HTTPError):  # as above: the date's one run would be run again
-            airflow_api.delete_run("ledgerflow_produce_window", earlier_run)
+        for run_id in set(run_ids):
+            with contextlib.suppress(httpx.HTTPError):  # as above: the date's one run would be run again
+                airflow_api.delete_run("ledgerflow_produce_window", run_id)
 
-    assert scenario.statuses() == {"T1": "settled"}
+    assert datetime.fromisoformat(first["end_date"]) <= datetime.fromisoformat(second["start_date"])
+    assert scenario.statuses() == {"T0": "settled", "T1": "settled"}
     assert scenario.balances()["A2"] == Scenario.SETTLED_BALANCES["A2"]  # 25,000.00 + 1,000.00
