@@ -1,7 +1,8 @@
 """Re-drive every hour that holds a transaction waiting for a re-drive, or waiting for clear or settle longer than
 it should: one run of ledgerflow_produce_window per such hour, as a backfill of that hour would make.
 
-    include/stack/with-env python -m include.redrive_waiting [--older-than 10] [--dry-run]   (make redrive)
+    include/stack/with-env python -m include.redrive_waiting [--older-than 10] [--from-hour H] [--to-hour H]
+        [--dry-run]   (make redrive)
 
 After a lost or restored topic, a broker's unclean crash or an approved review, transactions wait in
 transactions_waiting (`make waiting`). A backfill re-drives a span of hours, every hour in it, and one
@@ -16,6 +17,7 @@ for the transactions to move on.
 
 import argparse
 import sys
+from datetime import datetime
 
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 
@@ -28,19 +30,34 @@ WINDOW_DAG = "ledgerflow_produce_window"
 # the given minutes; waiting for produce or for a review is waiting for someone else.
 WAITING_HOURS = """
 SELECT date_trunc('hour', created_at, 'UTC') AS hour, count(*) FROM transactions_waiting
- WHERE waits_for = 'window re-drive' OR (waits_for IN ('clear', 'settle') AND since < now() - make_interval(mins => %s))
+ WHERE (waits_for = 'window re-drive'
+        OR (waits_for IN ('clear', 'settle') AND since < now() - make_interval(mins => %(older_than)s)))
+   AND created_at >= coalesce(%(from_hour)s::timestamptz, '-infinity')
+   AND created_at < coalesce(%(to_hour)s::timestamptz + interval '1 hour', 'infinity')
  GROUP BY 1 ORDER BY 1"""
+
+
+def start_of_an_hour(text: str) -> datetime:
+    """The start of an hour, in ISO 8601 with its offset, as the window DAG's logical dates are."""
+    value = datetime.fromisoformat(text)
+    if value.tzinfo is None or (value.minute, value.second, value.microsecond) != (0, 0, 0):
+        raise argparse.ArgumentTypeError(f"{text} is not the start of an hour with its offset, such as "
+                                         f"2026-11-24T09:00:00+00:00")
+    return value
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--older-than", type=int, default=10,
                         help="minutes a transaction may wait for clear or settle before its hour is re-driven")
+    parser.add_argument("--from-hour", type=start_of_an_hour, help="only this hour and those after it")
+    parser.add_argument("--to-hour", type=start_of_an_hour, help="only this hour and those before it")
     parser.add_argument("--dry-run", action="store_true", help="list the hours, run nothing")
     args = parser.parse_args()
     conn = PostgresHook(postgres_conn_id=topology.POSTGRES_CONN_ID).get_conn()
     try:
-        hours = conn.execute(WAITING_HOURS, (args.older_than,)).fetchall()
+        hours = conn.execute(WAITING_HOURS, {"older_than": args.older_than, "from_hour": args.from_hour,
+                                             "to_hour": args.to_hour}).fetchall()
     finally:
         conn.close()
     if not hours:

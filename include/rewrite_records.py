@@ -1,6 +1,6 @@
 """Write the Redis records (settlement:{id}, rejected:{id}) again from PostgreSQL.
 
-    include/stack/with-env python include/rewrite_records.py [--since '2026-11-27 04:00+00'] [--margin 300]
+    include/stack/with-env python include/rewrite_records.py [--since '2026-11-27 04:00+00'] [--margin 900]
 
 settle writes a transaction's record once the ledger has committed its settlement or rejection, and commits its
 offsets once Redis has replied; Redis keeps its records in an append-only file synced once a second. So a machine
@@ -9,9 +9,11 @@ skips what is settled or rejected. Nor does any stage publish a rejection made b
 of the transactions settled or rejected since a moment (all, by default) as settle would, from the ledger; it is
 safe while the pipeline runs, as both write what the ledger holds.
 
-A settlement's status time is when its batch was locked, and its records reach Redis after it commits: up to the
-lock timeout (120 s) later, plus a batch's time and Redis's answer. So a record written just before a crash can
-have a status time minutes before it, and `--since` (the crash) goes back `--margin` seconds more.
+A settlement's status time is when its batch was locked, and its records reach Redis after it commits: usually
+within seconds, but a settlement may wait for the transactions' and the accounts' locks (up to 120 s each), for
+the dead letters' flush (up to 60 s) and for the batch before. So a record written just before a crash can have a
+status time minutes before it, and `--since` (the crash) goes back `--margin` seconds more; writing a record again
+is harmless, so the default errs long.
 """
 
 import argparse
@@ -28,7 +30,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--since", type=datetime.fromisoformat,
                         help="the moment Redis may have lost records from, such as a crash (ISO 8601, with offset)")
-    parser.add_argument("--margin", type=float, default=300,
+    parser.add_argument("--margin", type=float, default=900,
                         help="seconds before --since from which settled or rejected transactions are rewritten")
     args = parser.parse_args()
     if args.since is not None and args.since.tzinfo is None:

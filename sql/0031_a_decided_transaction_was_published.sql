@@ -3,7 +3,9 @@
 -- is no longer pending, so published_at stayed NULL for good: the rows stayed in transactions_unpublished, which
 -- every produce run walks first, and the waiting view sent them to a re-drive while they waited for settle. The
 -- pipeline's status changes now record what they imply, that the transaction was published (ledger.py); this
--- records it for the rows such a kill left, from the time the pipeline first decided them.
+-- records it for the rows such a kill left, from the time the pipeline first decided them. (So the remark in 0028,
+-- that a transaction clear decided before produce recorded it shows as waiting for a re-drive for the moment in
+-- between, no longer holds.)
 UPDATE transactions t
    SET published_at = a.changed_at
   FROM transaction_audit a

@@ -3,8 +3,9 @@
 Each file is parsed in a fresh interpreter that refuses the network, so a DAG that opens a connection at
 import time (a hook call, a query, a broker lookup) fails here instead of slowing every parse of the
 dag-processor: its Python sockets refuse to connect, Kafka's clients (librdkafka opens its own sockets, and
-connects lazily) refuse to be made, and the pipeline's connections point at a closed port, for libpq. Then the DAGs as parsed are wired as the flow needs: each stage on the topics,
-group and dead letters of its place in it, one active run each, on topics the stack creates.
+connects lazily) refuse to be made, and the pipeline's connections point at a closed port, for libpq. Then
+the DAGs as parsed are wired as the flow needs: each stage on the topics, group and dead letters of its place
+in it, one active run each, on topics the stack creates.
 """
 
 import json

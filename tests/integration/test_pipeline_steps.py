@@ -923,7 +923,7 @@ def test_rewrite_records_writes_again_from_the_ledger_what_was_settled_or_reject
     assert (by_hand_record[b"status"], by_hand_record[b"reason_code"]) == (b"rejected", b"REVIEW_DECLINED")
     assert not redis_client.exists(f"settlement:{earlier}"), "settled before --since: left alone"
 
-    rewrite_records()  # by default, the records of the 5 minutes before too
+    rewrite_records()  # by default, the records of the 15 minutes before too
 
     assert redis_client.hget(f"settlement:{earlier}", "from_balance_after") == b"99.00"
 

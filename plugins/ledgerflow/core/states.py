@@ -3,7 +3,7 @@
     pending ──► cleared | cleared_with_conditions | requires_manual_review | rejected
     cleared, cleared_with_conditions ──► settled | rejected (funds gone, or an account frozen or closed,
                                           by settlement time)
-    requires_manual_review ──► cleared (approved) | rejected (declined)
+    requires_manual_review ──► cleared or cleared_with_conditions (approved) | rejected (declined)
     settled, rejected: terminal
 
 Each status is entered with a reason of its own (REASONS). The database restates these

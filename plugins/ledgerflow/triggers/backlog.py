@@ -33,8 +33,18 @@ class KafkaBacklogTrigger(BaseTrigger):
         # another thread meanwhile, librdkafka's handle could be freed under it, and the triggerer crash.
         calls = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"backlog-{self.topic}")
         loop = asyncio.get_running_loop()
+        opened = []  # the consumer, once opened
+
+        def open_consumer():
+            opened.append(hook.get_conn)
+            return opened[0]
+
+        def close_consumer():
+            for consumer in opened:
+                consumer.close()
+
         try:
-            consumer = await loop.run_in_executor(calls, lambda: hook.get_conn)
+            consumer = await loop.run_in_executor(calls, open_consumer)
             while True:
                 waiting = await loop.run_in_executor(calls, backlog, consumer, self.topic)
                 if waiting:
@@ -44,5 +54,5 @@ class KafkaBacklogTrigger(BaseTrigger):
         finally:
             # after the call under way, if any (opening the consumer included); not awaited, so that a cancellation
             # does not wait for it
-            calls.submit(lambda: hook.get_conn.close())
+            calls.submit(close_consumer)
             calls.shutdown(wait=False)
