@@ -224,9 +224,11 @@ priority=200
 EOF
 }
 
-# Returns 0 when the file changed, so that a running Redis is restarted with it.
+# Returns 0 when the file changed, so that a running Redis is restarted with it. Called as `write_redis_conf &&`,
+# which turns `set -e` off inside it: each write dies on its own failure (a full disk would otherwise put an empty
+# file in place, and Redis would start without its password and its append-only file).
 write_redis_conf() {
-  mkdir -p "$REDIS_DATA"
+  mkdir -p "$REDIS_DATA" || die "could not make $REDIS_DATA"
   (
     umask 077
     cat >"$REDIS_CONF.new" <<EOF
@@ -244,15 +246,16 @@ dir $REDIS_DATA
 appendonly yes
 save ""
 EOF
-  )
+  ) || die "could not write $REDIS_CONF.new"
   if cmp -s "$REDIS_CONF.new" "$REDIS_CONF"; then rm "$REDIS_CONF.new"; return 1; fi
-  mv "$REDIS_CONF.new" "$REDIS_CONF"
+  mv "$REDIS_CONF.new" "$REDIS_CONF" || die "could not replace $REDIS_CONF"
 }
 
-# Returns 0 when the file changed, so that a running broker is restarted with it.
+# Returns 0 when the file changed, so that a running broker is restarted with it (each write dies on its own
+# failure, as in write_redis_conf).
 write_kafka_conf() {
-  mkdir -p "$KAFKA_DATA"
-  cat >"$KAFKA_CONF.new" <<EOF
+  mkdir -p "$KAFKA_DATA" || die "could not make $KAFKA_DATA"
+  cat >"$KAFKA_CONF.new" <<EOF || die "could not write $KAFKA_CONF.new"
 # Written by include/stack/stack.sh; edit that, not this. A single KRaft broker and controller.
 process.roles=broker,controller
 node.id=1
@@ -273,7 +276,7 @@ share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 EOF
   if cmp -s "$KAFKA_CONF.new" "$KAFKA_CONF"; then rm "$KAFKA_CONF.new"; return 1; fi
-  mv "$KAFKA_CONF.new" "$KAFKA_CONF"
+  mv "$KAFKA_CONF.new" "$KAFKA_CONF" || die "could not replace $KAFKA_CONF"
 }
 
 # --- start -----------------------------------------------------------------------------------------
@@ -374,7 +377,11 @@ require_free_ports() {
   require_free_port services:redis "$LEDGERFLOW_REDIS_PORT" LEDGERFLOW_REDIS_PORT
   require_free_port services:kafka "$LEDGERFLOW_KAFKA_PORT" LEDGERFLOW_KAFKA_PORT
   require_free_port services:kafka "$LEDGERFLOW_KAFKA_CONTROLLER_PORT" LEDGERFLOW_KAFKA_CONTROLLER_PORT
-  [ "$1" -eq 1 ] && require_free_port airflow:airflow-api-server "$LEDGERFLOW_AIRFLOW_PORT" LEDGERFLOW_AIRFLOW_PORT
+  if [ "$1" -eq 1 ]; then
+    require_free_port airflow:airflow-api-server "$LEDGERFLOW_AIRFLOW_PORT" LEDGERFLOW_AIRFLOW_PORT
+    require_free_port airflow:airflow-scheduler "$LEDGERFLOW_WORKER_LOG_PORT" LEDGERFLOW_WORKER_LOG_PORT
+    require_free_port airflow:airflow-triggerer "$LEDGERFLOW_TRIGGER_LOG_PORT" LEDGERFLOW_TRIGGER_LOG_PORT
+  fi
   return 0
 }
 
@@ -447,6 +454,10 @@ start_airflow() {
   local program
   for program in api-server scheduler dag-processor triggerer; do start_program "airflow:airflow-$program"; done
   wait_for "the Airflow API server" 180 api_server_healthy
+  # The DAGs exist for the API and the CLI once the dag-processor has parsed them, a few seconds after a first
+  # start: a command that pauses or unpauses them (make test's first fixture, make run) would find none before.
+  wait_for "the pipeline's DAGs in Airflow" 120 bash -c \
+    "airflow dags list -o plain 2>/dev/null | grep -cE '^ledgerflow_(produce|clear|settle|produce_window)\b' | grep -qx 4"
 }
 
 cmd_up() {
@@ -475,12 +486,10 @@ EOF
 
 PIPELINE_DAGS='^ledgerflow_(produce|clear|settle)$'
 
-# The DAGs exist for the CLI once the dag-processor has parsed them, a few seconds after a first start.
+# After `up`, which waits for the DAGs to be parsed.
 cmd_pipeline() {
   local verb
   case "${1:-}" in on) verb=unpause ;; off) verb=pause ;; *) die "usage: stack.sh pipeline on|off" ;; esac
-  wait_for "the pipeline's DAGs in Airflow" 120 bash -c \
-    "airflow dags list -o plain 2>/dev/null | grep -cE '^ledgerflow_(produce|clear|settle)\b' | grep -qx 3"
   airflow dags "$verb" --treat-dag-id-as-regex -y "$PIPELINE_DAGS" >/dev/null
   say "pipeline DAGs ${verb}d: ledgerflow_produce, ledgerflow_clear, ledgerflow_settle"
 }

@@ -2,6 +2,7 @@
 
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -203,6 +204,38 @@ def test_a_port_taken_by_another_process_stops_the_start_with_the_setting_to_cha
     assert f"port {os.environ['LEDGERFLOW_PG_PORT']} (for postgres) is taken" in result.stderr
     assert "LEDGERFLOW_PG_PORT=<port>" in result.stderr
     assert not (tmp_path / "state").exists(), "nothing is installed or started before the ports are checked"
+
+
+@pytest.mark.parametrize(("setting", "program"), [("LEDGERFLOW_WORKER_LOG_PORT", "airflow-scheduler"),
+                                                  ("LEDGERFLOW_TRIGGER_LOG_PORT", "airflow-triggerer")])
+def test_a_log_server_port_taken_by_another_process_stops_the_start_with_the_setting_to_change(
+        tmp_path, setting, program):
+    """A second stack whose other ports are free finds a log server's port held by the running stack's (the UI
+    reads running tasks' logs from them, so a stack without one would show none)."""
+    free = iter(free_ports(7))
+    moved = ["LEDGERFLOW_PG_PORT", "LEDGERFLOW_REDIS_PORT", "LEDGERFLOW_KAFKA_PORT", "LEDGERFLOW_KAFKA_CONTROLLER_PORT",
+             "LEDGERFLOW_AIRFLOW_PORT", "LEDGERFLOW_WORKER_LOG_PORT", "LEDGERFLOW_TRIGGER_LOG_PORT"]
+    env = {**os.environ, **{name: str(next(free)) for name in moved if name != setting},
+           "LEDGERFLOW_STATE": str(tmp_path / "state")}
+
+    result = run_stack("up", env=env)
+
+    assert result.returncode != 0
+    assert f"port {os.environ[setting]} (for {program}) is taken" in result.stderr
+    assert f"{setting}=<port>" in result.stderr
+    assert not (tmp_path / "state").exists(), "nothing is installed or started before the ports are checked"
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports nothing listens on now, as the kernel hands them out."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for each in sockets:
+            each.bind(("127.0.0.1", 0))
+        return [each.getsockname()[1] for each in sockets]
+    finally:
+        for each in sockets:
+            each.close()
 
 
 def test_reset_starts_the_pipeline_data_over_and_leaves_everything_else_alone():
