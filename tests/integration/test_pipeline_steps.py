@@ -93,6 +93,13 @@ def read_all(topic: str, expected: int) -> list:
     return messages
 
 
+def clear_batch_of(ledger, producer, topics, messages, recording_conn=None):
+    """clear_batch on the test's topics, with the rules and audit context of these tests, recording on
+    `recording_conn` (by default the ledger's own connection)."""
+    return clear_batch(ledger.conn, producer, messages, load_rules(), CONTEXT, topics["out"], topics["dlq"],
+                       recording_conn=recording_conn or ledger.conn)
+
+
 def transaction_message(ledger, transaction_id: str, amount: str, from_account: str, to_account: str) -> bytes:
     customer = Customer(ledger.customer, "Test Customer", "LOW")
     return encode(TransactionV1(
@@ -591,8 +598,7 @@ def test_bad_messages_go_to_the_dead_letter_topic_with_the_reason_and_the_batch_
     ])
     messages = read_all(topics["in"], 10)
 
-    result = clear_batch(ledger.conn, producer, messages, load_rules(), CONTEXT, topics["out"], topics["dlq"],
-                         recording_conn=ledger.conn).complete()
+    result = clear_batch_of(ledger, producer, topics, messages).complete()
 
     assert (result["decided"], result["published"], result["dead_lettered"]) == (2, 2, 7)
     assert ledger.statuses([good, disagreeing, written_long]) == {
@@ -631,8 +637,7 @@ def test_a_message_too_large_for_a_dead_letter_as_it_came_is_dead_lettered_cut_a
                                   (b"k", transaction_message(ledger, good, "100.00", source, destination))])
     messages = read_all(topics["in"], 3)
 
-    result = clear_batch(ledger.conn, producer, messages, load_rules(), CONTEXT, topics["out"], topics["dlq"],
-                         recording_conn=ledger.conn).complete()
+    result = clear_batch_of(ledger, producer, topics, messages).complete()
 
     assert (result["decided"], result["dead_lettered"]) == (1, 2)
     assert ledger.statuses([good]) == {good: "cleared"}
@@ -949,8 +954,7 @@ def test_clear_scores_a_transfer_and_names_its_parties_from_the_ledger_not_from_
     publish(producer, topics["in"], [(b"k", transaction_message(ledger, transfer, "12000.00", source, destination))])
     ledger.conn.execute("UPDATE customers SET risk_level = 'HIGH' WHERE customer_id = %s", (ledger.customer,))
 
-    clear_batch(ledger.conn, producer, read_all(topics["in"], 1), load_rules(), CONTEXT, topics["out"],
-                topics["dlq"], recording_conn=ledger.conn).complete()
+    clear_batch_of(ledger, producer, topics, read_all(topics["in"], 1)).complete()
 
     assert ledger.conn.execute("SELECT status, risk_score FROM transactions WHERE transaction_id = %s",
                                (transfer,)).fetchone() == ("cleared_with_conditions", 70)
@@ -970,8 +974,7 @@ def test_clear_scores_and_records_a_transfer_rejected_by_hand_when_it_republishe
     ledger.conn.execute("UPDATE transactions SET status = 'rejected', status_reason_code = 'REVIEW_DECLINED', "
                         "status_message = 'declined by hand' WHERE transaction_id = %s", (transfer,))
 
-    result = clear_batch(ledger.conn, producer, read_all(topics["in"], 1), load_rules(), CONTEXT, topics["out"],
-                         topics["dlq"], recording_conn=ledger.conn).complete()
+    result = clear_batch_of(ledger, producer, topics, read_all(topics["in"], 1)).complete()
 
     assert [result[k] for k in ("decided", "duplicates", "published")] == [0, 1, 1]
     [outcome] = [decode_cleared(m.value()) for m in read_all(topics["out"], 1)]
@@ -992,8 +995,7 @@ def test_clear_records_as_published_a_transfer_a_killed_produce_run_published_wi
     [transfer] = ledger.transactions((source, destination, "10.00"))
     publish(producer, topics["in"], [(b"k", transaction_message(ledger, transfer, "10.00", source, destination))])
 
-    clear_batch(ledger.conn, producer, read_all(topics["in"], 1), load_rules(), CONTEXT, topics["out"],
-                topics["dlq"], recording_conn=ledger.conn).complete()
+    clear_batch_of(ledger, producer, topics, read_all(topics["in"], 1)).complete()
 
     status, published_at, changed_at = ledger.conn.execute(
         "SELECT status, published_at, status_changed_at FROM transactions WHERE transaction_id = %s",
@@ -1009,8 +1011,7 @@ def test_a_review_approved_with_conditions_is_republished_and_settles_marked_as_
     source, destination = ledger.accounts("200000.00", "0.00", customer=ledger.add_customer("Risky", "HIGH"))
     [transfer] = ledger.transactions((source, destination, "150000.00"))
     publish(producer, topics["in"], [(b"k", transaction_message(ledger, transfer, "150000.00", source, destination))])
-    clear_batch(ledger.conn, producer, read_all(topics["in"], 1), load_rules(), CONTEXT, topics["out"],
-                topics["dlq"], recording_conn=ledger.conn).complete()
+    clear_batch_of(ledger, producer, topics, read_all(topics["in"], 1)).complete()
     assert ledger.conn.execute("SELECT status, status_reason_code, risk_score FROM transactions "
                                "WHERE transaction_id = %s", (transfer,)).fetchone() == (
         "requires_manual_review", "MANUAL_REVIEW_AMOUNT", 70)
@@ -1019,8 +1020,7 @@ def test_a_review_approved_with_conditions_is_republished_and_settles_marked_as_
                         "WHERE transaction_id = %s", (transfer,))
 
     # the re-drive: clear takes the message again and republishes what the ledger now records
-    clear_batch(ledger.conn, producer, read_all(topics["in"], 1), load_rules(), CONTEXT, topics["out"],
-                topics["dlq"], recording_conn=ledger.conn).complete()
+    clear_batch_of(ledger, producer, topics, read_all(topics["in"], 1)).complete()
     [outcome] = read_all(topics["out"], 1)
     decoded = decode_cleared(outcome.value())
     assert (decoded.status, decoded.reason_code) == (Status.CLEARED_WITH_CONDITIONS, "REVIEW_APPROVED_WITH_CONDITIONS")
@@ -1046,8 +1046,7 @@ def test_clear_records_a_transfer_for_manual_review_publishes_nothing_for_it_and
     publish(producer, topics["in"], [(b"k", transaction_message(ledger, i, amount, source, destination))
                                      for i, amount in ((review, "100000.01"), (after, "60000.00"))])
 
-    result = clear_batch(ledger.conn, producer, read_all(topics["in"], 2), load_rules(), CONTEXT, topics["out"],
-                         topics["dlq"], recording_conn=ledger.conn).complete()
+    result = clear_batch_of(ledger, producer, topics, read_all(topics["in"], 2)).complete()
 
     assert [result[k] for k in ("decided", "published", "dead_lettered")] == [2, 1, 0]
     assert ledger.conn.execute("SELECT status, status_reason_code FROM transactions WHERE transaction_id = %s",
@@ -1065,8 +1064,7 @@ def test_a_pending_transfer_deleted_while_its_batch_is_decided_is_dead_lettered_
     deleted, kept = ledger.transactions((source, destination, "10.00"), (source, destination, "20.00"))
     publish(producer, topics["in"], [(b"k", transaction_message(ledger, i, amount, source, destination))
                                      for i, amount in ((deleted, "10.00"), (kept, "20.00"), (deleted, "10.00"))])
-    decided = clear_batch(ledger.conn, producer, read_all(topics["in"], 3), load_rules(), CONTEXT, topics["out"],
-                          topics["dlq"], recording_conn=ledger.conn)
+    decided = clear_batch_of(ledger, producer, topics, read_all(topics["in"], 3))
     ledger.conn.execute("DELETE FROM transactions WHERE transaction_id = %s", (deleted,))
 
     result = decided.complete()
@@ -1092,8 +1090,7 @@ def test_a_transfer_taken_out_of_its_batch_while_it_is_decided_reserves_no_funds
     taken_out, after = ledger.transactions((source, destination, "60.00"), (source, destination, "50.00"))
     publish(producer, topics["in"], [(b"k", transaction_message(ledger, i, amount, source, destination))
                                      for i, amount in ((taken_out, "60.00"), (after, "50.00"))])
-    decided = clear_batch(ledger.conn, producer, read_all(topics["in"], 2), load_rules(), CONTEXT, topics["out"],
-                          topics["dlq"], recording_conn=ledger.conn)
+    decided = clear_batch_of(ledger, producer, topics, read_all(topics["in"], 2))
     ledger.conn.execute(hand_change, (taken_out,))
 
     result = decided.complete()
@@ -1120,10 +1117,8 @@ def test_a_transfer_a_batch_before_cleared_takes_its_amount_first_in_the_batch_d
     messages = read_all(topics["in"], 4)
     recording = open_pg()
     try:
-        before = clear_batch(ledger.conn, producer, messages[:1], load_rules(), CONTEXT, topics["out"], topics["dlq"],
-                             recording_conn=recording)
-        beside = clear_batch(ledger.conn, producer, messages[1:], load_rules(), CONTEXT, topics["out"], topics["dlq"],
-                             recording_conn=recording)
+        before = clear_batch_of(ledger, producer, topics, messages[:1], recording_conn=recording)
+        beside = clear_batch_of(ledger, producer, topics, messages[1:], recording_conn=recording)
         before.complete()
         result = beside.complete()
     finally:
@@ -1147,10 +1142,8 @@ def test_clear_publishes_the_same_outcome_for_a_decision_and_for_its_redelivery(
                                      for i, amount in zip(ids, ("100.00", "5000.00"))])
     messages = read_all(topics["in"], 2)
 
-    first = clear_batch(ledger.conn, producer, messages, load_rules(), CONTEXT, topics["out"], topics["dlq"],
-                        recording_conn=ledger.conn).complete()
-    again = clear_batch(ledger.conn, producer, messages, load_rules(), CONTEXT, topics["out"], topics["dlq"],
-                        recording_conn=ledger.conn).complete()
+    first = clear_batch_of(ledger, producer, topics, messages).complete()
+    again = clear_batch_of(ledger, producer, topics, messages).complete()
 
     assert [first[k] for k in ("decided", "published")] == [2, 2]
     assert [again[k] for k in ("decided", "duplicates", "published")] == [0, 2, 2]
@@ -1170,10 +1163,8 @@ def test_a_batch_decided_before_the_previous_one_is_recorded_records_nothing_twi
     messages = read_all(topics["in"], 2)
     recording = open_pg()
     try:
-        earlier = clear_batch(ledger.conn, producer, messages, load_rules(), CONTEXT, topics["out"], topics["dlq"],
-                              recording_conn=recording)
-        later = clear_batch(ledger.conn, producer, messages[1:], load_rules(), CONTEXT, topics["out"],
-                            topics["dlq"], recording_conn=recording)
+        earlier = clear_batch_of(ledger, producer, topics, messages, recording_conn=recording)
+        later = clear_batch_of(ledger, producer, topics, messages[1:], recording_conn=recording)
         first, second = earlier.complete(), later.complete()
     finally:
         recording.close()
