@@ -19,7 +19,20 @@ from decimal import Decimal
 
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 
+from ledgerflow.core.money import InvalidAmount, has_at_most_two_decimals, to_money
+
 RISK_LEVELS = ["LOW"] * 7 + ["MEDIUM"] * 2 + ["HIGH"]
+
+
+def money_option(text: str) -> Decimal:
+    """An amount option, exact: more than two decimals is refused, as the ledger refuses it, not rounded."""
+    try:
+        amount = to_money(text)
+    except InvalidAmount as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    if not has_at_most_two_decimals(amount):
+        raise argparse.ArgumentTypeError(f"{text} has more than two decimals")
+    return amount
 
 
 def create_accounts(conn, prefix: str, count: int, opening_balance: Decimal, rng: random.Random) -> list[str]:
@@ -54,7 +67,8 @@ def transfers(prefix: str, accounts: list[str], count: int, min_cents: int, max_
         destination = rng.choice(accounts)
         while destination == source:
             destination = rng.choice(accounts)
-        amount = Decimal(rng.randint(min_cents, max_cents)) / 100
+        # scaleb, not / 100: 1230 cents is 12.30, as NUMERIC(15,2) shows it, where / 100 gives 12.3
+        amount = Decimal(rng.randint(min_cents, max_cents)).scaleb(-2)
         yield (f"{prefix}-T{i}", amount, source, destination, "TRANSFER", "generated")
 
 
@@ -95,9 +109,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=1000, help="transactions to insert")
     parser.add_argument("--accounts", type=int, default=100, help="accounts to create and transfer between")
-    parser.add_argument("--min-amount", type=Decimal, default=Decimal("1.00"))
-    parser.add_argument("--max-amount", type=Decimal, default=Decimal("12000.00"))
-    parser.add_argument("--opening-balance", type=Decimal, default=Decimal("250000.00"))
+    parser.add_argument("--min-amount", type=money_option, default=Decimal("1.00"))
+    parser.add_argument("--max-amount", type=money_option, default=Decimal("12000.00"))
+    parser.add_argument("--opening-balance", type=money_option, default=Decimal("250000.00"))
     parser.add_argument("--rate", type=float, default=0, help="transactions per second (0: as fast as possible)")
     parser.add_argument("--hot-share", type=float, default=0.0, help="share of transfers from the hot accounts")
     parser.add_argument("--hot-accounts", type=int, default=5)
@@ -118,7 +132,7 @@ def main() -> int:
     conn = PostgresHook(postgres_conn_id=args.postgres_conn_id).get_conn()
     conn.autocommit = True
     accounts = create_accounts(conn, prefix, args.accounts, args.opening_balance, rng)
-    rows = transfers(prefix, accounts, args.count, int(args.min_amount * 100), int(args.max_amount * 100),
+    rows = transfers(prefix, accounts, args.count, int(args.min_amount.scaleb(2)), int(args.max_amount.scaleb(2)),
                      args.hot_share, args.hot_accounts, rng)
     started = time.time()
     finished = insert(conn, rows, args.count, args.rate)
