@@ -41,6 +41,13 @@ def test_a_transaction_round_trips_with_amounts_as_decimal_strings():
     assert as_json(message)["from_balance"] == "50000.00"
 
 
+def test_an_amount_written_as_a_json_number_is_read_exactly_never_as_a_float():
+    document = as_json(transaction())
+    data = json.dumps(document).replace('"amount": "1000.00"', '"amount": 0.1000000000000000000000000001')
+    assert '"amount": 0.1' in data
+    assert decode_transaction(data.encode()).amount == Decimal("0.1000000000000000000000000001")
+
+
 def test_a_cleared_message_round_trips():
     message = ClearedV1(transaction_id="TXN001", status=Status.CLEARED_WITH_CONDITIONS,
                         reason_code=ReasonCode.CLEARED_WITH_CONDITIONS, reason="risk score 45 is between 40 and 70",
