@@ -12,6 +12,15 @@
 #   stack.sh leftovers          end what Airflow programs killed outright left behind (down does it too)
 #   stack.sh airflow PROGRAM    for supervisord: end what PROGRAM killed left, then run `airflow PROGRAM`
 set -euo pipefail
+# Before env.sh, which would first fail on a .env only root can read, or write one a later root run cannot use
+case "${1:-}" in
+  install|up|down|reset)
+    if [ "$(id -u)" -ne 0 ]; then
+      printf 'error: stack.sh %s needs root: it installs Debian packages and runs PostgreSQL as the postgres user (try sudo)\n' \
+        "$1" >&2
+      exit 1
+    fi ;;
+esac
 . "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
 STACK_DIR="$LEDGERFLOW_ROOT/include/stack"

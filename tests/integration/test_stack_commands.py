@@ -226,6 +226,18 @@ def test_a_log_server_port_taken_by_another_process_stops_the_start_with_the_set
     assert not (tmp_path / "state").exists(), "nothing is installed or started before the ports are checked"
 
 
+@pytest.mark.parametrize("command", ["install", "up", "down", "reset"])
+def test_a_command_that_needs_root_says_so_before_it_does_anything(command):
+    # the script on stdin: a checkout under /root is not readable by nobody
+    with open(STACK) as script:
+        result = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "bash", "-s", command],
+                                stdin=script, capture_output=True, text=True, timeout=60)
+
+    assert result.returncode == 1
+    assert result.stderr == (f"error: stack.sh {command} needs root: it installs Debian packages and runs "
+                             "PostgreSQL as the postgres user (try sudo)\n")
+
+
 def free_ports(count: int) -> list[int]:
     """Ports nothing listens on now, as the kernel hands them out."""
     sockets = [socket.socket() for _ in range(count)]
