@@ -850,6 +850,32 @@ def test_a_settlement_redis_refuses_is_not_committed_and_its_redelivery_writes_t
     assert len(ledger.audit(cleared)) == 2
 
 
+def test_a_record_key_another_writer_left_holding_no_hash_is_replaced_rather_than_stopping_settle(
+        topics, producer, ledger, caplog):
+    """`settlement:` and `rejected:` keys are the pipeline's: one holding a string (an operator's SET, another
+    application) made every HSET of its batch's redelivery fail with WRONGTYPE, so settle stood still behind it.
+    The record is written from the ledger in its place, with a warning, and the rest of the batch as usual."""
+    source, destination = ledger.accounts("15.00", "0.00")
+    ids = ledger.transactions(*[(source, destination, "10.00")] * 3, status="cleared")
+    publish(producer, topics["in"], [(source.encode(), cleared_message(ledger, i, "10.00", source, destination))
+                                     for i in ids])
+    redis_client = RedisHook(redis_conn_id=topology.REDIS_CONN_ID).get_conn()
+    redis_client.set(f"settlement:{ids[0]}", "not a record")
+    redis_client.rpush(f"rejected:{ids[1]}", "nor this")
+    group_id = f"test-{uuid.uuid4().hex[:8]}"
+
+    summary = run_settle(topics, group_id, "test_settle_foreign_keys")
+
+    assert (summary["settled"], summary["rejected_at_settlement"], summary["projected"]) == (1, 2, 3)
+    assert group_backlog(topics["in"], group_id, topology.KAFKA_CONN_ID) == 0
+    assert redis_client.hget(f"settlement:{ids[0]}", "from_balance_after") == b"5.00"
+    assert [redis_client.hget(f"rejected:{i}", "reason_code") for i in ids[1:]] == [
+        b"INSUFFICIENT_FUNDS_AT_SETTLEMENT"] * 2
+    [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "replacing" in r.getMessage()]
+    assert warning == (f"replacing 2 keys that held something other than a record: settlement:{ids[0]}, "
+                       f"rejected:{ids[1]}")
+
+
 def test_the_redis_records_of_a_settlement_are_those_the_ledger_rebuilds(ledger):
     """settle writes the records of what it just decided from its own result; a redelivery rewrites them
     from the ledger. Both must write the same hashes, field for field."""

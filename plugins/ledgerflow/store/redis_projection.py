@@ -4,15 +4,19 @@ Writing from the ledger rather than from the message means a redelivered message
 the database commit and Redis, heals by writing the same record again.
 """
 
+import logging
 from collections.abc import Sequence
 from datetime import datetime
 from itertools import chain
 
 import hiredis
+from redis.exceptions import ResponseError
 
 from ledgerflow.core.settlement import Settled
 from ledgerflow.core.states import Status
 from ledgerflow.store.ledger import SettlementResult, account_holders
+
+log = logging.getLogger(__name__)
 
 # Everything both hashes need, for a batch of terminal transactions, in one query. The transition
 # into settled names what it settled from (cleared or cleared_with_conditions).
@@ -45,6 +49,10 @@ _SETTLEMENT_FIELDS = (*_COMMON_FIELDS, "clearance_status", "from_balance_before"
 _REJECTION_FIELDS = (*_COMMON_FIELDS, "rejection_reason", "reason_code", "available_balance", "rejection_time")
 
 
+def record_key(transaction_id: str, status: str) -> str:
+    return f"settlement:{transaction_id}" if status == "settled" else f"rejected:{transaction_id}"
+
+
 def hset_command(row) -> bytes:
     """The HSET of a terminal transaction's record (`settlement:{id}` or `rejected:{id}`), packed. Every
     value is text; a missing one is empty. Built as one flat argument list: a dict of fields and a
@@ -55,7 +63,7 @@ def hset_command(row) -> bytes:
     common = (transaction_id, status, str(amount), from_account, to_account, _text(risk),
               from_customer_id, from_name, from_risk, from_type, to_customer_id, to_name, to_risk, to_type)
     if status == "settled":
-        key, names = f"settlement:{transaction_id}", _SETTLEMENT_FIELDS
+        key, names = record_key(transaction_id, status), _SETTLEMENT_FIELDS
         if from_after is None:  # settled before the ledger kept a journal (the original system's rows): unknown
             balances, settled_at = ("", "", "", ""), changed_at
         else:
@@ -63,25 +71,49 @@ def hset_command(row) -> bytes:
                                     str(to_after)), posted_at
         values = (*common, _text(cleared_as), *balances, _text(settled_at))
     else:
-        key, names = f"rejected:{transaction_id}", _REJECTION_FIELDS
+        key, names = record_key(transaction_id, status), _REJECTION_FIELDS
         values = (*common, _text(reason), _text(reason_code), _text(available), _text(changed_at))
     return hiredis.pack_command(("HSET", key, *chain.from_iterable(zip(names, values))))
 
 
-def _write(redis_client, commands: list[bytes]) -> None:
-    """Send commands packed by hiredis in one write, then read their replies. redis-py's pipeline packs
-    every argument in Python: 0.16 s per 10,000 hashes of 16 fields, more than Redis takes to store them."""
+def _send(redis_client, commands: list[bytes]) -> list[tuple[int, ResponseError]]:
+    """Send commands packed by hiredis in one write, then read their replies; returns the commands Redis refused,
+    by index, with its error (the others took effect). redis-py's pipeline packs every argument in Python: 0.16 s
+    per 10,000 hashes of 16 fields, more than Redis takes to store them."""
+    refused = []
     pool = redis_client.connection_pool
     connection = pool.get_connection()
     try:
         connection.send_packed_command([b"".join(commands)])
-        for _ in commands:
-            connection.read_response()
+        for index in range(len(commands)):
+            try:
+                connection.read_response()
+            except ResponseError as error:  # one command's whole reply, read: the next reply is the next command's
+                refused.append((index, error))
     except BaseException:
         connection.disconnect()  # replies may be left unread
         raise
     finally:
         pool.release(connection)
+    return refused
+
+
+def _write(redis_client, rows: list[tuple]) -> None:
+    """HSET the records of rows in SELECT_TERMINAL's shape. The `settlement:` and `rejected:` keys are the
+    pipeline's, and PostgreSQL holds the truth of each: a key another writer left holding something other than a
+    hash (`SET settlement:X ...`) is replaced, with a warning, where its HSET's WRONGTYPE error would otherwise
+    fail every redelivery of the batch, and settle would stand still behind it."""
+    refused = _send(redis_client, [hset_command(row) for row in rows])
+    if other := [error for _, error in refused if not str(error).startswith("WRONGTYPE")]:
+        raise other[0]
+    if refused:
+        not_hashes = [rows[index] for index, _ in refused]
+        keys = [record_key(row[0], row[1]) for row in not_hashes]
+        log.warning("replacing %d keys that held something other than a record: %s", len(keys),
+                    ", ".join(keys[:20]) + (", ..." if len(keys) > 20 else ""))
+        if refused := _send(redis_client, [*(hiredis.pack_command(("DEL", key)) for key in keys),
+                                           *(hset_command(row) for row in not_hashes)]):
+            raise refused[0][1]
 
 
 def settlement_rows(conn, result: SettlementResult) -> list[tuple]:
@@ -121,9 +153,8 @@ def project(conn, redis_client, transaction_ids: Sequence[str], settlement: Sett
     rest = [i for i in transaction_ids if i not in decided]
     if rest:
         rows += conn.execute(SELECT_TERMINAL, (rest,)).fetchall()
-    commands = [hset_command(row) for row in rows]
-    if commands:
-        _write(redis_client, commands)
+    if rows:
+        _write(redis_client, rows)
     return {row[0]: Status(row[1]) for row in rows}
 
 
