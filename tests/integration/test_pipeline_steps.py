@@ -1129,6 +1129,29 @@ def test_a_transfer_taken_out_of_its_batch_while_it_is_decided_reserves_no_funds
     assert (outcome.status, outcome.available_balance) == (Status.CLEARED, Decimal("100.00"))
 
 
+def test_transfers_cleared_by_hand_past_the_balance_while_the_batch_is_decided_leave_nothing_not_a_debt(
+        topics, producer, ledger):
+    """A change by hand checks no balance: two transfers of 9,000,000,000,000.00 from an empty account are cleared
+    by hand while the batch holding them and a third is decided. The third is refused with nothing available,
+    where -18,000,000,000,000.00 failed the batch (past what the ledger's money holds)."""
+    source, destination = ledger.accounts("0.00", "0.00")
+    big = "9000000000000.00"
+    first, second, third = ledger.transactions((source, destination, big), (source, destination, big),
+                                               (source, destination, "1.00"))
+    publish(producer, topics["in"], [(b"k", transaction_message(ledger, i, amount, source, destination))
+                                     for i, amount in ((first, big), (second, big), (third, "1.00"))])
+    decided = clear_batch_of(ledger, producer, topics, read_all(topics["in"], 3))
+    ledger.conn.execute("UPDATE transactions SET status = 'cleared', status_reason_code = 'CLEARED', "
+                        "status_message = 'cleared by hand' WHERE transaction_id = ANY(%s)", ([first, second],))
+
+    result = decided.complete()
+
+    assert (result["decided"], result["duplicates"]) == (1, 2)
+    assert ledger.conn.execute("SELECT status, status_reason_code, available_balance FROM transactions "
+                               "WHERE transaction_id = %s", (third,)).fetchone() == (
+        "rejected", "INSUFFICIENT_FUNDS", Decimal("0.00"))
+
+
 def test_a_transfer_a_batch_before_cleared_takes_its_amount_first_in_the_batch_decided_beside_it(
         topics, producer, ledger):
     """Of 100.00, the batch before cleared the second transfer (60.00) on its own while this batch, which holds

@@ -1,6 +1,7 @@
 """clear: validate and decide a batch of published transactions, record the outcomes, publish them."""
 
 from dataclasses import replace
+from decimal import Decimal
 
 from confluent_kafka import Message
 
@@ -19,6 +20,7 @@ from ledgerflow.store.ledger import account_holders, record_missing_risk_scores,
 
 # The statuses of a transfer whose amount has left its source, or is on its way to settle.
 TAKES_ITS_AMOUNT = {Status.CLEARED, Status.CLEARED_WITH_CONDITIONS, Status.SETTLED}
+NOTHING = Decimal("0.00")
 
 SELECT_TRANSACTIONS = """
 SELECT transaction_id, status, amount, from_account, to_account, status_reason_code, status_message,
@@ -117,13 +119,16 @@ def clear_batch(conn, producer, messages: list[Message], rules: RulesConfig, con
             # A transfer of the batch decided meanwhile (by hand, or by a batch before this one) that takes its amount
             # takes it first: it was decided first. One rejected, sent to review or deleted takes nothing, so it must
             # not keep funds reserved that a later transfer from its source may have been refused for. The transfers
-            # still pending are decided again against what is left.
+            # still pending are decided again against what is left. A change by hand checks no balance, so what those
+            # took may be more than the source held: then nothing is left, not a negative amount (which the ledger
+            # would record as the available balance of the transfers refused for it, and could not past -10^13).
             nonlocal recorded_changes
             left = dict(accounts)
             for m in pending:
                 if current.get(m.transaction_id) in TAKES_ITS_AMOUNT:
                     _, _, amount, from_account, *_ = rows[m.transaction_id]
-                    left[from_account] = replace(left[from_account], balance=left[from_account].balance - amount)
+                    left[from_account] = replace(left[from_account],
+                                                 balance=max(left[from_account].balance - amount, NOTHING))
             recorded_changes = decide([m.transaction_id for m in pending
                                        if current.get(m.transaction_id) == Status.PENDING], left)
             return recorded_changes
