@@ -19,7 +19,7 @@ start only while this DAG is unpaused (`airflow dags unpause ledgerflow_produce_
 also re-drives the hour before every hour, as a safety net.
 """
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from airflow.sdk import DAG, CronDataIntervalTimetable
 
@@ -31,9 +31,7 @@ with DAG(
     # A data-interval timetable: each run covers [start, end) of its hour (a plain "@hourly" cron
     # trigger would give zero-length intervals).
     schedule=CronDataIntervalTimetable("@hourly", timezone="UTC"),
-    # Far back: Airflow makes no task for a logical date before the start date, so a run of an earlier hour would
-    # succeed having re-driven nothing (catchup=False: unpausing schedules only the latest hour).
-    start_date=datetime(2000, 1, 1, tzinfo=UTC),
+    start_date=topology.WINDOW_DAG_START,  # catchup=False: unpausing schedules only the latest hour
     catchup=False,
     max_active_runs=1,
     # whatever dags_are_paused_at_creation says: it re-drives only when asked, or as a safety net once unpaused

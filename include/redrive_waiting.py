@@ -63,8 +63,17 @@ def main() -> int:
     if not hours:
         print("nothing waits for a re-drive")
         return 0
+    too_early = [hour for hour, _ in hours if hour < topology.WINDOW_DAG_START]
     for hour, count in hours:
-        print(f"{hour.isoformat()}  {count:,} waiting")
+        print(f"{hour.isoformat()}  {count:,} waiting" + ("  (before the window DAG's start)" if hour in too_early
+                                                          else ""))
+    if too_early:
+        # Airflow makes no task for them: their runs would succeed, and the transactions would wait on
+        print(f"{WINDOW_DAG} starts at {topology.WINDOW_DAG_START.isoformat()}, and no run of it can re-drive an "
+              f"hour before that ({len(too_early)} listed): move its start date (topology.WINDOW_DAG_START) before "
+              f"{too_early[0].isoformat()}, or leave them out with --from-hour "
+              f"{topology.WINDOW_DAG_START.isoformat()}", file=sys.stderr)
+        return 1
     if args.dry_run:
         return 0
     api = AirflowApi()

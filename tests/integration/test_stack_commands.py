@@ -7,6 +7,7 @@ import subprocess
 import threading
 import time
 import uuid
+from datetime import timedelta
 from contextlib import ExitStack, closing, contextmanager, suppress
 
 import psycopg
@@ -179,6 +180,27 @@ def test_make_waiting_counts_the_transactions_not_yet_terminal_by_what_they_wait
     counts = {(row[0], row[1]): int(row[2]) for row in lines[2:] if len(row) == 5}
     assert counts[("produce", "pending")] == in_view["(produce,pending)"] >= 1
     assert counts[("settle", "cleared")] == in_view["(settle,cleared)"] >= 1
+
+
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]], ids=["run", "dry run"])
+def test_make_redrive_refuses_hours_before_the_window_dags_start_which_no_run_can_re_drive(ledger, dry_run):
+    """Airflow makes no task for a logical date before a DAG's start date: a run of such an hour succeeded having
+    re-driven nothing, and its transaction waited on while make redrive reported success. It is refused instead,
+    before any run starts, with what to do."""
+    source, destination = ledger.accounts("100.00", "0.00")
+    [waiting] = ledger.transactions((source, destination, "1.00"), status="cleared")  # unpublished: a re-drive's
+    hour = topology.WINDOW_DAG_START - timedelta(days=200 + uuid.uuid4().int % 1000, hours=3)
+    ledger.conn.execute("UPDATE transactions SET created_at = %s WHERE transaction_id = %s",
+                        (hour + timedelta(minutes=20), waiting))
+
+    result = subprocess.run(["make", "-s", "redrive", f"REDRIVE_ARGS=--from-hour {hour.isoformat()} "
+                             f"--to-hour {hour.isoformat()} {' '.join(dry_run)}"],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+
+    assert result.returncode != 0
+    assert result.stdout.splitlines() == [f"{hour.isoformat()}  1 waiting  (before the window DAG's start)"]
+    assert ("ledgerflow_produce_window starts at 2000-01-01T00:00:00+00:00, and no run of it can re-drive an hour "
+            "before that (1 listed)") in result.stderr
 
 
 def test_bringing_the_services_up_again_keeps_their_data():
