@@ -876,6 +876,23 @@ def test_a_record_key_another_writer_left_holding_no_hash_is_replaced_rather_tha
                        f"rejected:{ids[1]}")
 
 
+def test_records_written_again_from_the_ledger_replace_keys_holding_no_hash(ledger, caplog):
+    """The path rewrite-records and a redelivery take (the records read from the ledger) replaces a string or
+    list under a record's key too, rather than stopping there."""
+    source, destination = ledger.accounts("15.00", "0.00")
+    ids = ledger.transactions((source, destination, "10.00"), (source, destination, "10.00"), status="cleared")
+    settle(ledger.conn, ids, CONTEXT)
+    redis_client = RedisHook(redis_conn_id=topology.REDIS_CONN_ID).get_conn()
+    redis_client.set(f"settlement:{ids[0]}", "not a record")
+    redis_client.rpush(f"rejected:{ids[1]}", "nor this")
+
+    assert project(ledger.conn, redis_client, ids) == {ids[0]: Status.SETTLED, ids[1]: Status.REJECTED}
+
+    assert redis_client.hget(f"settlement:{ids[0]}", "to_balance_after") == b"10.00"
+    assert redis_client.hget(f"rejected:{ids[1]}", "available_balance") == b"5.00"
+    assert any(f"settlement:{ids[0]}, rejected:{ids[1]}" in r.getMessage() for r in caplog.records)
+
+
 def test_the_redis_records_of_a_settlement_are_those_the_ledger_rebuilds(ledger):
     """settle writes the records of what it just decided from its own result; a redelivery rewrites them
     from the ledger. Both must write the same hashes, field for field."""

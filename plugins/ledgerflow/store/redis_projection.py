@@ -62,8 +62,9 @@ def hset_command(row) -> bytes:
      from_after, to_after, posted_at, cleared_as) = row
     common = (transaction_id, status, str(amount), from_account, to_account, _text(risk),
               from_customer_id, from_name, from_risk, from_type, to_customer_id, to_name, to_risk, to_type)
+    key = record_key(transaction_id, status)
     if status == "settled":
-        key, names = record_key(transaction_id, status), _SETTLEMENT_FIELDS
+        names = _SETTLEMENT_FIELDS
         if from_after is None:  # settled before the ledger kept a journal (the original system's rows): unknown
             balances, settled_at = ("", "", "", ""), changed_at
         else:
@@ -71,7 +72,7 @@ def hset_command(row) -> bytes:
                                     str(to_after)), posted_at
         values = (*common, _text(cleared_as), *balances, _text(settled_at))
     else:
-        key, names = record_key(transaction_id, status), _REJECTION_FIELDS
+        names = _REJECTION_FIELDS
         values = (*common, _text(reason), _text(reason_code), _text(available), _text(changed_at))
     return hiredis.pack_command(("HSET", key, *chain.from_iterable(zip(names, values))))
 
@@ -102,7 +103,8 @@ def _write(redis_client, rows: list[tuple]) -> None:
     """HSET the records of rows in SELECT_TERMINAL's shape. The `settlement:` and `rejected:` keys are the
     pipeline's, and PostgreSQL holds the truth of each: a key another writer left holding something other than a
     hash (`SET settlement:X ...`) is replaced, with a warning, where its HSET's WRONGTYPE error would otherwise
-    fail every redelivery of the batch, and settle would stand still behind it."""
+    fail every redelivery of the batch, and settle would stand still behind it. Each key is deleted and written in
+    one MULTI, so no reader finds it gone."""
     refused = _send(redis_client, [hset_command(row) for row in rows])
     if other := [error for _, error in refused if not str(error).startswith("WRONGTYPE")]:
         raise other[0]
@@ -111,8 +113,10 @@ def _write(redis_client, rows: list[tuple]) -> None:
         keys = [record_key(row[0], row[1]) for row in not_hashes]
         log.warning("replacing %d keys that held something other than a record: %s", len(keys),
                     ", ".join(keys[:20]) + (", ..." if len(keys) > 20 else ""))
-        if refused := _send(redis_client, [*(hiredis.pack_command(("DEL", key)) for key in keys),
-                                           *(hset_command(row) for row in not_hashes)]):
+        replace = [command for key, row in zip(keys, not_hashes) for command in (
+            hiredis.pack_command(("MULTI",)), hiredis.pack_command(("DEL", key)), hset_command(row),
+            hiredis.pack_command(("EXEC",)))]
+        if refused := _send(redis_client, replace):
             raise refused[0][1]
 
 
