@@ -20,7 +20,7 @@ from ledgerflow.store.ledger import account_holders, record_missing_risk_scores,
 
 # The statuses of a transfer whose amount has left its source, or is on its way to settle.
 TAKES_ITS_AMOUNT = {Status.CLEARED, Status.CLEARED_WITH_CONDITIONS, Status.SETTLED}
-NOTHING = Decimal("0.00")
+NO_FUNDS = Decimal("0.00")
 
 SELECT_TRANSACTIONS = """
 SELECT transaction_id, status, amount, from_account, to_account, status_reason_code, status_message,
@@ -120,15 +120,15 @@ def clear_batch(conn, producer, messages: list[Message], rules: RulesConfig, con
             # takes it first: it was decided first. One rejected, sent to review or deleted takes nothing, so it must
             # not keep funds reserved that a later transfer from its source may have been refused for. The transfers
             # still pending are decided again against what is left. A change by hand checks no balance, so what those
-            # took may be more than the source held: then nothing is left, not a negative amount (which the ledger
-            # would record as the available balance of the transfers refused for it, and could not past -10^13).
+            # took may be more than the source held: then nothing is left, not a negative amount, which the ledger
+            # would record as the available balance of the transfers refused for it (and refuse past -10^13).
             nonlocal recorded_changes
             left = dict(accounts)
             for m in pending:
                 if current.get(m.transaction_id) in TAKES_ITS_AMOUNT:
                     _, _, amount, from_account, *_ = rows[m.transaction_id]
                     left[from_account] = replace(left[from_account],
-                                                 balance=max(left[from_account].balance - amount, NOTHING))
+                                                 balance=max(left[from_account].balance - amount, NO_FUNDS))
             recorded_changes = decide([m.transaction_id for m in pending
                                        if current.get(m.transaction_id) == Status.PENDING], left)
             return recorded_changes
