@@ -25,13 +25,16 @@ RISK_LEVELS = ["LOW"] * 7 + ["MEDIUM"] * 2 + ["HIGH"]
 
 
 def money_option(text: str) -> Decimal:
-    """An amount option, exact: more than two decimals is refused, as the ledger refuses it, not rounded."""
+    """An amount option, exact: more than two decimals is refused, as the ledger refuses it, not rounded, and so is
+    a negative amount, which no balance or transfer can be."""
     try:
         amount = to_money(text)
     except InvalidAmount as error:
         raise argparse.ArgumentTypeError(str(error)) from None
     if not has_at_most_two_decimals(amount):
         raise argparse.ArgumentTypeError(f"{text} has more than two decimals")
+    if amount < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative")
     return amount
 
 
@@ -67,7 +70,8 @@ def transfers(prefix: str, accounts: list[str], count: int, min_cents: int, max_
         destination = rng.choice(accounts)
         while destination == source:
             destination = rng.choice(accounts)
-        # scaleb, not / 100: 1230 cents is 12.30, as NUMERIC(15,2) shows it, where / 100 gives 12.3
+        # scaleb, not / 100, which gives 12.3 for 1230 cents: money_amount keeps the scale it is given, and the
+        # ledger writes balances with two
         amount = Decimal(rng.randint(min_cents, max_cents)).scaleb(-2)
         yield (f"{prefix}-T{i}", amount, source, destination, "TRANSFER", "generated")
 

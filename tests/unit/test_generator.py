@@ -41,15 +41,15 @@ def test_every_amount_has_two_decimals_as_the_ledger_shows_them():
     amounts = [amount for _, amount, *_ in transfers("P", ACCOUNTS, 1000, 100, 1_200_000, 0.0, 5, random.Random(7))]
     assert all(amount.as_tuple().exponent == -2 for amount in amounts)
     assert min(amounts) >= Decimal("1.00") and max(amounts) <= Decimal("12000.00")
-    assert str(transfers_of_cents(1230)) == "12.30" and str(transfers_of_cents(100)) == "1.00"
+    assert str(amount_of_cents(1230)) == "12.30" and str(amount_of_cents(100)) == "1.00"
 
 
-def transfers_of_cents(cents: int) -> Decimal:
+def amount_of_cents(cents: int) -> Decimal:
     (_, amount, *_), = transfers("P", ACCOUNTS[:2], 1, cents, cents, 0.0, 5, random.Random(7))
     return amount
 
 
-@pytest.mark.parametrize("text", ["12000.009", "0.001", "nan", "1e400", "ten"])
+@pytest.mark.parametrize("text", ["12000.009", "0.001", "nan", "1e400", "ten", "-5"])
 def test_an_amount_option_that_is_not_exact_money_is_refused_not_rounded(text):
     with pytest.raises(argparse.ArgumentTypeError):
         money_option(text)
