@@ -17,7 +17,7 @@ for the transactions to move on.
 
 import argparse
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 
@@ -40,7 +40,8 @@ SELECT date_trunc('hour', created_at, 'UTC') AS hour, count(*) FROM transactions
 def start_of_an_hour(text: str) -> datetime:
     """The start of an hour, in ISO 8601 with its offset, as the window DAG's logical dates are."""
     value = datetime.fromisoformat(text)
-    if value.tzinfo is None or (value.minute, value.second, value.microsecond) != (0, 0, 0):
+    # in UTC, as the window DAG's hours are: 09:00+05:30 is 03:30 there
+    if value.tzinfo is None or (value.astimezone(UTC).minute, value.second, value.microsecond) != (0, 0, 0):
         raise argparse.ArgumentTypeError(f"{text} is not the start of an hour with its offset, such as "
                                          f"2026-11-24T09:00:00+00:00")
     return value
@@ -63,17 +64,15 @@ def main() -> int:
     if not hours:
         print("nothing waits for a re-drive")
         return 0
+    # Airflow makes no task for an hour before the DAG's start: its run would succeed, and its transactions wait on
     too_early = [hour for hour, _ in hours if hour < topology.WINDOW_DAG_START]
     for hour, count in hours:
-        print(f"{hour.isoformat()}  {count:,} waiting" + ("  (before the window DAG's start)" if hour in too_early
-                                                          else ""))
+        print(f"{hour.isoformat()}  {count:,} waiting" + ("  (before the window DAG's start: skipped)"
+                                                          if hour in too_early else ""))
     if too_early:
-        # Airflow makes no task for them: their runs would succeed, and the transactions would wait on
         print(f"{WINDOW_DAG} starts at {topology.WINDOW_DAG_START.isoformat()}, and no run of it can re-drive an "
               f"hour before that ({len(too_early)} listed): move its start date (topology.WINDOW_DAG_START) before "
-              f"{too_early[0].isoformat()}, or leave them out with --from-hour "
-              f"{topology.WINDOW_DAG_START.isoformat()}", file=sys.stderr)
-        return 1
+              f"{too_early[0].isoformat()} to re-drive them", file=sys.stderr)
     if args.dry_run:
         return 0
     api = AirflowApi()
@@ -81,7 +80,7 @@ def main() -> int:
         print(f"{WINDOW_DAG} is paused, so its runs would not start: "
               f"include/stack/with-env airflow dags unpause {WINDOW_DAG}", file=sys.stderr)
         return 1
-    for hour, _ in hours:
+    for hour in (hour for hour, _ in hours if hour not in too_early):
         run_id = api.run_again(WINDOW_DAG, hour)
         print(f"{hour.isoformat()}  run {run_id}", end=" ", flush=True)
         state = api.finished_state(WINDOW_DAG, run_id)
@@ -91,7 +90,7 @@ def main() -> int:
                   f"Airflow UI, then make redrive again)", file=sys.stderr)
             return 1
     print("make waiting shows what still waits")
-    return 0
+    return 1 if too_early else 0
 
 
 if __name__ == "__main__":

@@ -12,15 +12,13 @@
 #   stack.sh leftovers          end what Airflow programs killed outright left behind (down does it too)
 #   stack.sh airflow PROGRAM    for supervisord: end what PROGRAM killed left, then run `airflow PROGRAM`
 set -euo pipefail
-# Before env.sh, which would first fail on a .env only root can read, or write one a later root run cannot use
-case "${1:-}" in
-  install|up|down|reset)
-    if [ "$(id -u)" -ne 0 ]; then
-      printf 'error: stack.sh %s needs root: it installs Debian packages and runs PostgreSQL as the postgres user (try sudo)\n' \
-        "$1" >&2
-      exit 1
-    fi ;;
-esac
+# Every subcommand works on the stack root installed and runs (Debian packages, services as postgres and root,
+# supervisord's root-only socket, root's .env). Checked before env.sh, which would first fail on that .env, or
+# write one a later run as root could not use.
+if [ $# -gt 0 ] && [ "$(id -u)" -ne 0 ]; then
+  printf 'error: stack.sh %s needs root: the stack is installed and run as root (try sudo)\n' "$1" >&2
+  exit 1
+fi
 . "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
 STACK_DIR="$LEDGERFLOW_ROOT/include/stack"
