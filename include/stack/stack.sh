@@ -12,9 +12,9 @@
 #   stack.sh leftovers          end what Airflow programs killed outright left behind (down does it too)
 #   stack.sh airflow PROGRAM    for supervisord: end what PROGRAM killed left, then run `airflow PROGRAM`
 set -euo pipefail
-# Every subcommand works on the stack root installed and runs (Debian packages, services as postgres and root,
-# supervisord's root-only socket, root's .env). Checked before env.sh, which would first fail on that .env, or
-# write one a later run as root could not use.
+# Every subcommand works on a stack that root installed and runs (Debian packages, services run as postgres and
+# root, supervisord's root-only socket, root's .env). Checked before env.sh, which would first fail on that .env,
+# or write one that a later run as root could not use.
 if [ $# -gt 0 ] && [ "$(id -u)" -ne 0 ]; then
   printf 'error: stack.sh %s needs root: the stack is installed and run as root (try sudo)\n' "$1" >&2
   exit 1

@@ -4,9 +4,10 @@
     cleared-transactions    ClearedV1       (schema tag "ledgerflow.cleared.v1")
 
 Amounts travel as decimal strings; a JSON number is read exactly as well (msgspec parses its digits,
-never a float), for producers that write amounts as numbers, as the original system did. Decoding never raises on bad input: it returns the typed message
-or an InvalidMessage whose reason says what and where (for the dead-letter topic). Unknown fields are
-ignored, so adding a field is compatible; anything else gets a new tag.
+never a float), for producers that write amounts as numbers, as the original system did. Decoding never
+raises on bad input: it returns the typed message or an InvalidMessage whose reason says what and where
+(for the dead-letter topic). Unknown fields are ignored, so adding a field is compatible; anything else
+gets a new tag.
 
     python -m ledgerflow.core.messages DIR     # write the JSON Schemas to DIR
 """
