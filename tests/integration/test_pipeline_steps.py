@@ -18,6 +18,7 @@ from functools import partial
 from types import SimpleNamespace
 from urllib.parse import urlsplit, urlunsplit
 
+import hiredis
 import psycopg
 import pytest
 import redis
@@ -44,6 +45,7 @@ from ledgerflow.pipeline.settle import settle_batch
 from ledgerflow.store.kafka import (DeliveryFailed, LedgerflowConsumerHook, LedgerflowProducerHook, backlog, commit,
                                     consume_batches, group_backlog, publish)
 from ledgerflow.store.ledger import settle
+from ledgerflow.store import redis_projection
 from ledgerflow.store.redis_projection import project, rewrite
 from ledgerflow.triggers import backlog as backlog_trigger_module
 from ledgerflow.triggers.backlog import KafkaBacklogTrigger
@@ -891,6 +893,20 @@ def test_records_written_again_from_the_ledger_replace_keys_holding_no_hash(ledg
     assert redis_client.hget(f"settlement:{ids[0]}", "to_balance_after") == b"10.00"
     assert redis_client.hget(f"rejected:{ids[1]}", "available_balance") == b"5.00"
     assert any(f"settlement:{ids[0]}, rejected:{ids[1]}" in r.getMessage() for r in caplog.records)
+
+
+def test_a_command_refused_inside_a_multi_counts_as_refused():
+    """Redis queues a MULTI's commands and runs them at EXEC, whose reply holds each one's: an error there is not
+    raised as a reply of its own, so the EXEC must count as refused, not as taken."""
+    redis_client = RedisHook(redis_conn_id=topology.REDIS_CONN_ID).get_conn()
+    key = f"test-multi-{uuid.uuid4().hex[:8]}"
+    try:
+        refused = redis_projection._send(redis_client, [hiredis.pack_command(command) for command in (
+            ("MULTI",), ("SET", key, "a string"), ("HSET", key, "field", "value"), ("EXEC",), ("PING",))])
+    finally:
+        redis_client.delete(key)
+
+    assert [(index, str(error).split()[0]) for index, error in refused] == [(3, "WRONGTYPE")]
 
 
 def test_the_redis_records_of_a_settlement_are_those_the_ledger_rebuilds(ledger):

@@ -79,8 +79,9 @@ def hset_command(row) -> bytes:
 
 def _send(redis_client, commands: list[bytes]) -> list[tuple[int, ResponseError]]:
     """Send commands packed by hiredis in one write, then read their replies; returns the commands Redis refused,
-    by index, with its error (the others took effect). redis-py's pipeline packs every argument in Python: 0.16 s
-    per 10,000 hashes of 16 fields, more than Redis takes to store them."""
+    by index, with its error (the others took effect), an EXEC's included when a command in its MULTI failed.
+    redis-py's pipeline packs every argument in Python: 0.16 s per 10,000 hashes of 16 fields, more than Redis
+    takes to store them."""
     refused = []
     pool = redis_client.connection_pool
     connection = pool.get_connection()
@@ -88,8 +89,12 @@ def _send(redis_client, commands: list[bytes]) -> list[tuple[int, ResponseError]
         connection.send_packed_command([b"".join(commands)])
         for index in range(len(commands)):
             try:
-                connection.read_response()
+                reply = connection.read_response()
             except ResponseError as error:  # one command's whole reply, read: the next reply is the next command's
+                refused.append((index, error))
+                continue
+            # an EXEC's reply is its commands' replies, where hiredis hands back an error rather than raising it
+            if type(reply) is list and (error := next((r for r in reply if isinstance(r, ResponseError)), None)):
                 refused.append((index, error))
     except BaseException:
         connection.disconnect()  # replies may be left unread
