@@ -37,6 +37,13 @@ SELECT date_trunc('hour', created_at, 'UTC') AS hour, count(*) FROM transactions
  GROUP BY 1 ORDER BY 1"""
 
 
+def hours_the_window_dag_can_run(hours: list[datetime]) -> tuple[list[datetime], list[datetime]]:
+    """The hours a window run can re-drive, and those before the DAG's start date, for which Airflow makes no task:
+    their runs would succeed having re-driven nothing, and their transactions would wait on."""
+    return ([hour for hour in hours if hour >= topology.WINDOW_DAG_START],
+            [hour for hour in hours if hour < topology.WINDOW_DAG_START])
+
+
 def start_of_an_hour(text: str) -> datetime:
     """The start of an hour, in ISO 8601 with its offset, as the window DAG's logical dates are."""
     value = datetime.fromisoformat(text)
@@ -64,8 +71,7 @@ def main() -> int:
     if not hours:
         print("nothing waits for a re-drive")
         return 0
-    # Airflow makes no task for an hour before the DAG's start: its run would succeed, and its transactions wait on
-    too_early = [hour for hour, _ in hours if hour < topology.WINDOW_DAG_START]
+    to_redrive, too_early = hours_the_window_dag_can_run([hour for hour, _ in hours])
     for hour, count in hours:
         print(f"{hour.isoformat()}  {count:,} waiting" + ("  (before the window DAG's start: skipped)"
                                                           if hour in too_early else ""))
@@ -75,12 +81,14 @@ def main() -> int:
               f"{too_early[0].isoformat()} to re-drive them", file=sys.stderr)
     if args.dry_run:
         return 0
+    if not to_redrive:
+        return 1
     api = AirflowApi()
     if api.is_paused(WINDOW_DAG):
         print(f"{WINDOW_DAG} is paused, so its runs would not start: "
               f"include/stack/with-env airflow dags unpause {WINDOW_DAG}", file=sys.stderr)
         return 1
-    for hour in (hour for hour, _ in hours if hour not in too_early):
+    for hour in to_redrive:
         run_id = api.run_again(WINDOW_DAG, hour)
         print(f"{hour.isoformat()}  run {run_id}", end=" ", flush=True)
         state = api.finished_state(WINDOW_DAG, run_id)
