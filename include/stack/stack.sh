@@ -12,10 +12,14 @@
 #   stack.sh leftovers          end what Airflow programs killed outright left behind (down does it too)
 #   stack.sh airflow PROGRAM    for supervisord: end what PROGRAM killed left, then run `airflow PROGRAM`
 set -euo pipefail
+# Both checked before env.sh, which would fail on root's .env, or write one that a later run as root could not use.
+case "${1:-}" in
+  install|up|down|status|migrate|pipeline|reset|leftovers|airflow) ;;
+  *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac
 # Every subcommand works on a stack that root installed and runs (Debian packages, services run as postgres and
-# root, supervisord's root-only socket, root's .env). Checked before env.sh, which would first fail on that .env,
-# or write one that a later run as root could not use.
-if [ $# -gt 0 ] && [ "$(id -u)" -ne 0 ]; then
+# root, supervisord's root-only socket, root's .env).
+if [ "$(id -u)" -ne 0 ]; then
   printf 'error: stack.sh %s needs root: the stack is installed and run as root (try sudo)\n' "$1" >&2
   exit 1
 fi
@@ -642,5 +646,4 @@ case "${1:-}" in
   reset) cmd_reset ;;
   leftovers) stop_leftover_airflow_processes ;;
   airflow) shift; exec_airflow_program "$@" ;;
-  *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -259,6 +259,17 @@ def test_a_stack_command_run_by_another_user_says_it_needs_root_before_it_does_a
     assert result.stderr == f"error: stack.sh {command} needs root: the stack is installed and run as root (try sudo)\n"
 
 
+@pytest.mark.parametrize("args", [[], ["--help"], ["stop"]])
+def test_a_stack_command_it_does_not_know_gets_the_usage_before_anything_else(tmp_path, args):
+    result = subprocess.run([STACK, *args], env={**os.environ, "LEDGERFLOW_STATE": str(tmp_path / "state")},
+                            capture_output=True, text=True, timeout=60)
+
+    assert result.returncode == 2
+    assert result.stdout.startswith("The local stack without Docker: installs and runs PostgreSQL, Redis, Kafka")
+    assert "stack.sh up [--no-airflow]" in result.stdout
+    assert not (tmp_path / "state").exists()
+
+
 def free_ports(count: int) -> list[int]:
     """Ports nothing listens on now, as the kernel hands them out."""
     sockets = [socket.socket() for _ in range(count)]
