@@ -110,16 +110,16 @@ def _write(redis_client, rows: list[tuple]) -> None:
     hash (`SET settlement:X ...`) is replaced, with a warning, where its HSET's WRONGTYPE error would otherwise
     fail every redelivery of the batch, and settle would stand still behind it. Each key is deleted and written in
     one MULTI, so no reader finds it gone."""
-    refused = _send(redis_client, [hset_command(row) for row in rows])
+    commands = [hset_command(row) for row in rows]
+    refused = _send(redis_client, commands)
     if other := [error for _, error in refused if not str(error).startswith("WRONGTYPE")]:
         raise other[0]
     if refused:
-        not_hashes = [rows[index] for index, _ in refused]
-        keys = [record_key(row[0], row[1]) for row in not_hashes]
+        keys = [record_key(rows[index][0], rows[index][1]) for index, _ in refused]
         log.warning("replacing %d keys that held something other than a record: %s", len(keys),
                     ", ".join(keys[:20]) + (", ..." if len(keys) > 20 else ""))
-        replace = [command for key, row in zip(keys, not_hashes) for command in (
-            hiredis.pack_command(("MULTI",)), hiredis.pack_command(("DEL", key)), hset_command(row),
+        replace = [command for key, (index, _) in zip(keys, refused) for command in (
+            hiredis.pack_command(("MULTI",)), hiredis.pack_command(("DEL", key)), commands[index],
             hiredis.pack_command(("EXEC",)))]
         if refused := _send(redis_client, replace):
             raise refused[0][1]
