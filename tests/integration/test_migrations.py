@@ -229,3 +229,28 @@ def test_0031_records_as_published_what_the_pipeline_decided_and_not_what_was_ch
 
         assert dict(pg.execute("SELECT transaction_id, published_at FROM transactions").fetchall()) == {
             "decided": datetime(2021, 1, 1, tzinfo=UTC), "by hand": None, "pending": None}
+
+
+def test_0032_clears_the_status_time_a_pending_transaction_was_given_and_then_refuses_one(pg):
+    with schema_migrated_up_to(pg, "0032"):
+        pg.execute("INSERT INTO transactions (transaction_id, amount, from_account, to_account, status_changed_at) "
+                   "VALUES ('X', 10.00, 'A1', 'A2', 'infinity')")  # accepted before 0032: clear could not read it
+        insert_transaction(pg, "decided")
+        pg.execute("UPDATE transactions SET status = 'rejected', status_reason_code = 'REVIEW_DECLINED' "
+                   "WHERE transaction_id = 'decided'")
+        decided_at = pg.execute("SELECT status_changed_at FROM transactions WHERE transaction_id = 'decided'").fetchone()
+
+        pg.execute(migration("0032").read_text())
+
+        assert pg.execute("SELECT transaction_id, status_changed_at FROM transactions ORDER BY transaction_id"
+                          ).fetchall() == [("X", None), ("decided", *decided_at)]
+        refused_and_rolled_back(pg, "UPDATE transactions SET status_changed_at = now() WHERE transaction_id = 'X'",
+                                psycopg.errors.CheckViolation,
+                                "its status time changes only with its status")  # 0024's guard is on again
+        for column, value, refusal in (
+                ("status_changed_at", "infinity", "transaction Y cannot be inserted with a status time"),
+                ("published_at", "2026-01-01T00:00:00Z", "transaction Y cannot be inserted published"),
+                ("status", "cleared", "transaction Y cannot be inserted cleared")):
+            refused_and_rolled_back(pg, f"INSERT INTO transactions (transaction_id, amount, from_account, to_account, "
+                                        f"{column}) VALUES ('Y', 10.00, 'A1', 'A2', %s)",
+                                    psycopg.errors.CheckViolation, refusal, (value,))
