@@ -424,3 +424,42 @@ def test_every_transaction_not_yet_terminal_is_listed_with_what_it_waits_for(led
     assert dict(ledger.conn.execute(created.format("transactions_waiting"), (ids,)).fetchall()) == {
         transaction_id: created_at for transaction_id, created_at in ledger.conn.execute(
             created.format("transactions"), (ids,)) if transaction_id in waiting}
+
+
+def test_a_pending_transaction_waits_from_its_publication_and_one_past_pending_from_its_last_status_change(ledger):
+    source, destination = ledger.accounts("100.00", "0.00")
+    unpublished, published, in_review = ledger.transactions(*[(source, destination, "1.00")] * 3)
+    ledger.conn.execute("UPDATE transactions SET created_at = now() - interval '20 minutes' "
+                        "WHERE transaction_id = ANY(%s)", ([unpublished, published, in_review],))
+    # produce was held up for 20 minutes, then published one
+    ledger.conn.execute("UPDATE transactions SET published_at = now() WHERE transaction_id = %s", (published,))
+    ledger.move_by_hand([in_review], "requires_manual_review")
+
+    since = dict(ledger.conn.execute(
+        "SELECT w.transaction_id, w.since = CASE w.transaction_id WHEN %s THEN t.created_at WHEN %s THEN t.published_at "
+        "ELSE t.status_changed_at END FROM transactions_waiting w JOIN transactions t USING (transaction_id) "
+        "WHERE w.transaction_id = ANY(%s)", (unpublished, published, [unpublished, published, in_review])).fetchall())
+
+    assert since == {unpublished: True, published: True, in_review: True}
+    # the published one has waited for clear for moments, not since its creation
+    assert ledger.conn.execute("SELECT since > now() - interval '1 minute' FROM transactions_waiting "
+                               "WHERE transaction_id = %s", (published,)).fetchone() == (True,)
+
+
+@pytest.mark.parametrize(("status", "reason_code"), [("cleared", "CLEARED"),
+                                                     ("cleared_with_conditions", "CLEARED_WITH_CONDITIONS"),
+                                                     ("rejected", "INSUFFICIENT_FUNDS")])
+def test_a_transfer_leaves_manual_review_only_with_a_review_reason(ledger, status, reason_code):
+    source, destination = ledger.accounts("100.00", "0.00")
+    [in_review] = ledger.transactions((source, destination, "1.00"), status="requires_manual_review")
+
+    # no stage publishes a decision made by hand: with the pipeline's reason, the waiting view would say settle
+    refused_and_rolled_back(ledger.conn, "UPDATE transactions SET status = %s, status_reason_code = %s "
+                                         "WHERE transaction_id = %s", psycopg.errors.CheckViolation,
+                            f"transaction {in_review} cannot leave manual review {status} with reason code "
+                            f"{reason_code}: a review decides with REVIEW_APPROVED", (status, reason_code, in_review))
+    review_reason = {"cleared": "REVIEW_APPROVED", "cleared_with_conditions": "REVIEW_APPROVED_WITH_CONDITIONS",
+                     "rejected": "REVIEW_DECLINED"}[status]
+    ledger.conn.execute("UPDATE transactions SET status = %s, status_reason_code = %s WHERE transaction_id = %s",
+                        (status, review_reason, in_review))
+    assert ledger.statuses([in_review]) == {in_review: status}
