@@ -76,6 +76,25 @@ class DagTestFailed(AssertionError):
     """`airflow dags test` did not end with a successful run; the message holds the end of its output."""
 
 
+def api_failure_message(error: httpx.HTTPError) -> str | None:
+    """One line for a command to print instead of the traceback of an API call that failed for a reason outside
+    it: what failed and what to do next. None for any other error, whose traceback tells more."""
+    request = error.request
+    call = f"Airflow's api-server ({request.method} {request.url})"
+    if isinstance(error, httpx.TransportError):  # nothing answered: refused, unknown host, timed out
+        return f"{call}: {type(error).__name__}: {error}: is the stack up? (make status)"
+    if not isinstance(error, httpx.HTTPStatusError):
+        return None
+    status = error.response.status_code
+    if status in (401, 403):
+        return (f"{call} refused the admin user ({status}): check LEDGERFLOW_AIRFLOW_ADMIN_USER and "
+                f"LEDGERFLOW_AIRFLOW_ADMIN_PASSWORD (.env) against the api-server's users")
+    if status == 404:
+        return (f"{call} has no such DAG or run (404): is the DAG parsed, without import errors? "
+                f"(include/stack/with-env airflow dags list-import-errors)")
+    return None
+
+
 class AirflowApi:
     """Airflow's REST API (v2) as the admin user: the local stack's, or LEDGERFLOW_AIRFLOW_URL's (under docker
     compose, the api-server's container)."""

@@ -19,9 +19,11 @@ import argparse
 import sys
 from datetime import UTC, datetime
 
+import httpx
+import psycopg
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 
-from include.airflow_control import AirflowApi
+from include.airflow_control import AirflowApi, api_failure_message
 from ledgerflow import topology
 
 WINDOW_DAG = "ledgerflow_produce_window"
@@ -54,14 +56,69 @@ def start_of_an_hour(text: str) -> datetime:
     return value
 
 
-def main() -> int:
+# make_interval, in WAITING_HOURS, takes its minutes as a PostgreSQL integer
+MAX_OLDER_THAN_MINUTES = 2**31 - 1
+
+
+def minutes_waited(text: str) -> int:
+    """--older-than: whole minutes, at least 1; 0 or less would re-drive the hours of everything waiting for clear or
+    settle, which those stages are taking up."""
+    try:
+        if 1 <= (value := int(text)) <= MAX_OLDER_THAN_MINUTES:
+            return value
+    except ValueError:  # not a whole number
+        pass
+    raise argparse.ArgumentTypeError(f"{text} is not a whole number of minutes from 1 to {MAX_OLDER_THAN_MINUTES:,}")
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--older-than", type=int, default=10,
+    parser.add_argument("--older-than", type=minutes_waited, default=10,
                         help="minutes a transaction may wait for clear or settle before its hour is re-driven")
     parser.add_argument("--from-hour", type=start_of_an_hour, help="only this hour and those after it")
     parser.add_argument("--to-hour", type=start_of_an_hour, help="only this hour and those before it")
     parser.add_argument("--dry-run", action="store_true", help="list the hours, run nothing")
-    args = parser.parse_args()
+    return parser
+
+
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    # bounds the wrong way round select nothing, which would read as nothing waiting
+    if args.from_hour and args.to_hour and args.from_hour > args.to_hour:
+        parser.error(f"--from-hour {args.from_hour.isoformat()} is after --to-hour {args.to_hour.isoformat()}")
+    return args
+
+
+def failure_message(error: psycopg.OperationalError | httpx.HTTPError) -> str | None:
+    """One line instead of a traceback for PostgreSQL or Airflow's api-server failing; None for an error of the API
+    whose traceback tells more."""
+    if isinstance(error, psycopg.OperationalError):  # its first line names the address it could not connect to
+        return f"PostgreSQL: {str(error).splitlines()[0]}: is the stack up? (make status)"
+    return api_failure_message(error)
+
+
+def not_tried(hours: list[datetime]) -> str:
+    """The hours after a run left going, which were not re-driven: a span's can be thousands, so the first and last."""
+    if not hours:
+        return "it was the last hour to re-drive"
+    if len(hours) == 1:
+        return f"the hour after it, {hours[0].isoformat()}, was not tried"
+    return f"the {len(hours):,} hours after it, {hours[0].isoformat()} to {hours[-1].isoformat()}, were not tried"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_arguments(argv)
+    try:
+        return redrive(args)
+    except (psycopg.OperationalError, httpx.HTTPError) as error:
+        if (message := failure_message(error)) is None:
+            raise
+        print(message, file=sys.stderr)
+        return 1
+
+
+def redrive(args: argparse.Namespace) -> int:
     conn = PostgresHook(postgres_conn_id=topology.POSTGRES_CONN_ID).get_conn()
     try:
         hours = conn.execute(WAITING_HOURS, {"older_than": args.older_than, "from_hour": args.from_hour,
@@ -88,10 +145,16 @@ def main() -> int:
         print(f"{WINDOW_DAG} is paused, so its runs would not start: "
               f"include/stack/with-env airflow dags unpause {WINDOW_DAG}", file=sys.stderr)
         return 1
-    for hour in to_redrive:
+    for number, hour in enumerate(to_redrive):
         run_id = api.run_again(WINDOW_DAG, hour)
         print(f"{hour.isoformat()}  run {run_id}", end=" ", flush=True)
-        state = api.finished_state(WINDOW_DAG, run_id)
+        try:
+            state = api.finished_state(WINDOW_DAG, run_id)
+        except TimeoutError as error:
+            print("unfinished")  # ends the run's line before the message
+            print(f"{error}, left going: {not_tried(to_redrive[number + 1:])} (follow it in the Airflow UI; once it "
+                  f"has ended, make redrive again)", file=sys.stderr)
+            return 1
         print(state)
         if state != "success":
             print(f"{WINDOW_DAG} run {run_id} {state}: the hours after it are not re-driven (see its log in the "

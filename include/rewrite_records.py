@@ -17,8 +17,11 @@ is harmless, so the default errs long.
 """
 
 import argparse
+import sys
 from datetime import datetime, timedelta
 
+import psycopg
+import redis
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 from airflow.providers.redis.hooks.redis import RedisHook
 
@@ -26,24 +29,72 @@ from ledgerflow import topology
 from ledgerflow.store.redis_projection import rewrite
 
 
-def main() -> None:
+# A record reaches Redis minutes at most after its status time (above): a margin of more than a day is a mistake,
+# and records from further back want an earlier --since
+MAX_MARGIN_SECONDS = 86_400
+
+
+def margin_seconds(text: str) -> float:
+    """--margin: seconds from 0 to a day. A negative margin would start after --since and skip the records between."""
+    try:
+        if 0 <= (value := float(text)) <= MAX_MARGIN_SECONDS:  # NaN compares false, so it is refused too
+            return value
+    except ValueError:  # not a number
+        pass
+    raise argparse.ArgumentTypeError(f"{text} is not a number of seconds from 0 to {MAX_MARGIN_SECONDS:,} (a day); "
+                                     f"for records from further back, give an earlier --since")
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--since", type=datetime.fromisoformat,
                         help="the moment Redis may have lost records from, such as a crash (ISO 8601, with offset)")
-    parser.add_argument("--margin", type=float, default=900,
-                        help="seconds before --since from which settled or rejected transactions are rewritten")
-    args = parser.parse_args()
-    if args.since is not None and args.since.tzinfo is None:
+    parser.add_argument("--margin", type=margin_seconds, default=900,
+                        help="seconds before --since from which settled or rejected transactions are rewritten "
+                             "(at most a day)")
+    return parser
+
+
+def parse_arguments(argv: list[str] | None = None) -> datetime | None:
+    """The moment to rewrite the records from, --margin before --since; None, without --since, for all of them."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.since is None:
+        return None
+    if args.since.tzinfo is None:
         parser.error("--since needs a UTC offset, such as 2026-11-27T04:00+00:00")
+    try:
+        return args.since - timedelta(seconds=args.margin)
+    except OverflowError:  # a --since within a day of the year 1
+        parser.error(f"--since {args.since.isoformat()} less --margin {args.margin:g} s is before the year 1")
+
+
+def failure_message(error: psycopg.OperationalError | redis.exceptions.ConnectionError) -> str:
+    """One line instead of a traceback: the server, what failed (the client's first line, which names the address
+    it could not connect to) and what to look at."""
+    server = "PostgreSQL" if isinstance(error, psycopg.OperationalError) else "Redis"
+    return f"{server}: {str(error).splitlines()[0].rstrip('.')}: is the stack up? (make status)"
+
+
+def rewrite_since(since: datetime | None) -> int:
     conn = PostgresHook(postgres_conn_id=topology.POSTGRES_CONN_ID).get_conn()
     conn.autocommit = True
     try:
-        since = args.since and args.since - timedelta(seconds=args.margin)
-        written = rewrite(conn, RedisHook(redis_conn_id=topology.REDIS_CONN_ID).get_conn(), since)
+        return rewrite(conn, RedisHook(redis_conn_id=topology.REDIS_CONN_ID).get_conn(), since)
     finally:
         conn.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    since = parse_arguments(argv)
+    try:
+        written = rewrite_since(since)
+    except (psycopg.OperationalError, redis.exceptions.ConnectionError) as error:
+        print(failure_message(error), file=sys.stderr)
+        return 1
     print(f"wrote {written:,} records from the ledger")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
