@@ -17,7 +17,7 @@ for the transactions to move on.
 
 import argparse
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import psycopg
@@ -27,6 +27,7 @@ from include.airflow_control import AirflowApi, api_failure_message
 from ledgerflow import topology
 
 WINDOW_DAG = "ledgerflow_produce_window"
+HOUR = timedelta(hours=1)
 
 # The hours (UTC, as the window DAG's are) of what waits for a re-drive, or for clear or settle since longer than
 # the given minutes; waiting for produce or for a review is waiting for someone else.
@@ -39,11 +40,15 @@ SELECT date_trunc('hour', created_at, 'UTC') AS hour, count(*) FROM transactions
  GROUP BY 1 ORDER BY 1"""
 
 
-def hours_the_window_dag_can_run(hours: list[datetime]) -> tuple[list[datetime], list[datetime]]:
-    """The hours a window run can re-drive, and those before the DAG's start date, for which Airflow makes no task:
-    their runs would succeed having re-driven nothing, and their transactions would wait on."""
-    return ([hour for hour in hours if hour >= topology.WINDOW_DAG_START],
-            [hour for hour in hours if hour < topology.WINDOW_DAG_START])
+def hours_the_window_dag_can_run(hours: list[datetime], now: datetime
+                                 ) -> tuple[list[datetime], list[datetime], list[datetime]]:
+    """The hours a window run can re-drive now; those before the DAG's start date, for which Airflow makes no task
+    (their runs would succeed having re-driven nothing, and their transactions would wait on); and those not over
+    yet. A run of an hour not over would take its logical date: Airflow keeps one run per logical date, so the
+    scheduler would then skip that hour's own run, the safety net for what is lost after the run."""
+    return ([hour for hour in hours if topology.WINDOW_DAG_START <= hour and hour + HOUR <= now],
+            [hour for hour in hours if hour < topology.WINDOW_DAG_START],
+            [hour for hour in hours if hour + HOUR > now])
 
 
 def start_of_an_hour(text: str) -> datetime:
@@ -128,20 +133,21 @@ def redrive(args: argparse.Namespace) -> int:
     if not hours:
         print("nothing waits for a re-drive")
         return 0
-    to_redrive, too_early = hours_the_window_dag_can_run([hour for hour, _ in hours])
+    to_redrive, too_early, not_over = hours_the_window_dag_can_run([hour for hour, _ in hours], datetime.now(UTC))
     for hour, count in hours:
-        print(f"{hour.isoformat()}  {count:,} waiting" + ("  (before the window DAG's start: skipped)"
-                                                          if hour in too_early else ""))
+        print(f"{hour.isoformat()}  {count:,} waiting" + (
+            "  (before the window DAG's start: skipped)" if hour in too_early else
+            f"  (not over: its own run re-drives it after {(hour + HOUR).isoformat()})" if hour in not_over else ""))
     if too_early:
         print(f"{WINDOW_DAG} starts at {topology.WINDOW_DAG_START.isoformat()}, and no run of it can re-drive an "
               f"hour before that ({len(too_early)} listed): move its start date (topology.WINDOW_DAG_START) before "
               f"{too_early[0].isoformat()} to re-drive them", file=sys.stderr)
     if args.dry_run:
         return 0
-    if not to_redrive:
+    if not to_redrive and not not_over:
         return 1
     api = AirflowApi()
-    if api.is_paused(WINDOW_DAG):
+    if api.is_paused(WINDOW_DAG):  # an hour not over needs its own run as much
         print(f"{WINDOW_DAG} is paused, so its runs would not start: "
               f"include/stack/with-env airflow dags unpause {WINDOW_DAG}", file=sys.stderr)
         return 1

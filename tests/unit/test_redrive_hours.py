@@ -1,5 +1,6 @@
 """make redrive runs only the hours a window run can re-drive: Airflow makes no task for a logical date before the
-window DAG's start date, so a run of such an hour would succeed having re-driven nothing."""
+window DAG's start date, so a run of such an hour would succeed having re-driven nothing; and an hour not over is
+left to its own scheduled run, which a run of its logical date would take the place of."""
 
 import argparse
 from datetime import timedelta
@@ -14,7 +15,18 @@ def test_hours_before_the_window_dags_start_are_set_apart_and_the_rest_kept_in_o
     hours = [WINDOW_DAG_START - timedelta(hours=2), WINDOW_DAG_START - timedelta(hours=1), WINDOW_DAG_START,
              WINDOW_DAG_START + timedelta(days=9000)]
 
-    assert hours_the_window_dag_can_run(hours) == (hours[2:], hours[:2])
+    now = WINDOW_DAG_START + timedelta(days=9001)
+
+    assert hours_the_window_dag_can_run(hours, now) == (hours[2:], hours[:2], [])
+
+
+def test_an_hour_not_over_is_left_to_its_own_run_which_a_re_drive_would_take_the_place_of():
+    now = WINDOW_DAG_START + timedelta(days=9000, minutes=20)
+    over, going_on = now - timedelta(hours=1, minutes=20), now - timedelta(minutes=20)
+
+    assert hours_the_window_dag_can_run([over, going_on], now) == ([over], [], [going_on])
+    # the moment an hour ends, its run can be made
+    assert hours_the_window_dag_can_run([going_on], going_on + timedelta(hours=1)) == ([going_on], [], [])
 
 
 @pytest.mark.parametrize("text", ["2026-11-24T09:00:00", "2026-11-24T09:30:00+00:00", "2026-11-24T09:00:00+05:30"])
