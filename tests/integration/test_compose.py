@@ -19,6 +19,7 @@ from tests.conftest import REPO_ROOT
 AIRFLOW_SERVICES = ["airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"]
 REQUIRED_SERVICES = ["postgres", "redis", "kafka", *AIRFLOW_SERVICES, "pgadmin", "redis-commander", "kafka-ui"]
 VARIABLE = re.compile(r"\$\{(\w+)(?::([?-])([^}]*))?\}")
+AIRFLOW_DOCKERFILE = REPO_ROOT / "include" / "docker" / "airflow.Dockerfile"
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +40,30 @@ def interpolate(value: str) -> str:
 
 def local_connections() -> dict[str, Connection]:
     return {key: Connection(uri=value) for key, value in os.environ.items() if key.startswith("AIRFLOW_CONN_")}
+
+
+def words(value) -> str:
+    """A command, entrypoint or healthcheck test, given as a string or a list, as one string."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else " ".join(value)
+
+
+def seconds(duration: str) -> float:
+    """A compose duration (600s, 10m, 1m30s) in seconds."""
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001, "us": 0.000001}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(h|ms|us|m|s)", duration)
+    assert "".join(number + unit for number, unit in parts) == duration, duration
+    return sum(float(number) * units[unit] for number, unit in parts)
+
+
+def requirement_pins() -> dict[str, str]:
+    return dict(line.split("==") for line in (REPO_ROOT / "requirements.txt").read_text().splitlines()
+                if "==" in line and not line.startswith("#"))
+
+
+def dockerfile_pins() -> dict[str, str]:
+    return dict(re.findall(r'"([\w-]+)==([\w.]+)"', AIRFLOW_DOCKERFILE.read_text()))
 
 
 def published_ports(service: dict) -> dict[int, int]:
@@ -94,7 +119,7 @@ def test_every_stateful_service_keeps_its_data_in_its_volume(compose):
               for name in ("postgres", "redis", "kafka")}
     assert mounts == {"postgres": {"/var/lib/postgresql/data"}, "redis": {"/data"}, "kafka": {"/var/lib/kafka/data"}}
     assert services["kafka"]["environment"]["KAFKA_LOG_DIRS"] == "/var/lib/kafka/data"
-    assert "--appendonly" in services["redis"]["command"]
+    assert "--appendonly yes" in words(services["redis"]["command"])
 
 
 def test_airflow_metadata_database_matches_the_local_stack(compose):
@@ -123,11 +148,9 @@ def test_init_creates_the_same_topics_and_schema_with_the_project_commands(compo
 
 
 def test_images_run_the_versions_the_local_stack_pins(compose):
-    pins = dict(line.split("==") for line in (REPO_ROOT / "requirements.txt").read_text().splitlines()
-                if "==" in line and not line.startswith("#"))
-    dockerfile = (REPO_ROOT / "include" / "docker" / "airflow.Dockerfile").read_text()
-    assert f"apache/airflow:{pins['apache-airflow']}-" in dockerfile
-    for package, version in re.findall(r'"([\w-]+)==([\w.]+)"', dockerfile):
+    pins = requirement_pins()
+    assert f"apache/airflow:{pins['apache-airflow']}-" in AIRFLOW_DOCKERFILE.read_text()
+    for package, version in dockerfile_pins().items():
         assert pins[package] == version, package
 
     pom = ET.parse(REPO_ROOT / "include" / "stack" / "pom.xml").getroot()
@@ -214,3 +237,89 @@ def test_the_project_commands_reach_the_api_server_in_its_container(compose):
     assert '"$$LEDGERFLOW_AIRFLOW_ADMIN_USER" "$$LEDGERFLOW_AIRFLOW_ADMIN_PASSWORD" >' in (
         compose["services"]["airflow-init"]["command"][-1])
     assert environment["LEDGERFLOW_AIRFLOW_ADMIN_PASSWORD"] == "${LEDGERFLOW_AIRFLOW_ADMIN_PASSWORD:?run make secrets}"
+
+
+def test_the_airflow_image_pins_every_provider_the_local_stack_pins():
+    """The base image brings providers of its own (common-*, smtp, standard) at its constraints' versions."""
+    providers = {package: version for package, version in requirement_pins().items()
+                 if package.startswith("apache-airflow-providers-")}
+    in_image = dockerfile_pins()
+    assert providers
+    assert {package: in_image.get(package) for package in providers} == providers
+
+
+def test_every_airflow_service_runs_one_image_built_once_from_the_docker_folder(compose):
+    """Built by airflow-init alone (compose builds a build section once per service that has it), from
+    include/docker alone: the checkout holds .venv and the local stack's data (.stack), which the Dockerfile
+    does not need and Docker would otherwise send to the builder."""
+    services = compose["services"]
+    assert {services[name]["image"] for name in AIRFLOW_SERVICES} == {
+        f"ledgerflow-airflow:{requirement_pins()['apache-airflow']}"}
+    assert [name for name, service in services.items() if "build" in service] == ["airflow-init"]
+    # no registry has it: the services that do not build it must not look for it there
+    assert {services[name].get("pull_policy") for name in AIRFLOW_SERVICES} == {"never"}
+
+    build = services["airflow-init"]["build"]
+    assert (REPO_ROOT / build["context"]).resolve() == AIRFLOW_DOCKERFILE.parent
+    assert (REPO_ROOT / build["context"] / build["dockerfile"]).resolve() == AIRFLOW_DOCKERFILE
+    assert not re.search(r"^\s*(COPY|ADD)\s", AIRFLOW_DOCKERFILE.read_text(), re.MULTILINE | re.IGNORECASE), (
+        "the build context holds the Dockerfile's folder only")
+
+
+def test_airflow_logs_outlive_a_recreated_container_as_on_the_local_stack(compose):
+    """The local stack keeps its task, triggerer and DAG processor logs in $AIRFLOW_HOME/logs, which survives a
+    restart; compose's containers keep theirs in one volume, shared so that the api-server reads what the
+    scheduler's tasks and the triggerer wrote, and handed to the airflow user (uid 50000) as the auth volume is."""
+    airflow_home = os.environ["AIRFLOW_HOME"]
+    local = os.environ.get("AIRFLOW__LOGGING__BASE_LOG_FOLDER", os.path.join(airflow_home, "logs"))
+    folder = "/opt/airflow/" + os.path.relpath(local, airflow_home)  # the image's AIRFLOW_HOME
+    services = compose["services"]
+    volumes = set()
+    for name in AIRFLOW_SERVICES:
+        mounted = [volume.split(":")[0] for volume in services[name]["volumes"] if volume.split(":")[1] == folder]
+        assert len(mounted) == 1, name
+        volumes.add(mounted[0])
+    assert len(volumes) == 1 and volumes <= set(compose["volumes"]), "one named volume, not a folder of the checkout"
+
+    script = services["airflow-init"]["command"][-1]
+    assert script.index("airflow db migrate") < script.index(f"chown -R 50000:0 {folder}")
+    assert [name for name in AIRFLOW_SERVICES if "user" in services[name]] == ["airflow-init"]
+
+
+def test_redis_may_take_as_long_to_load_its_records_as_on_the_local_stack(compose):
+    """Redis answers LOADING while it reads its append-only file back; the Airflow services wait for it to be
+    healthy, and fail ("dependency failed to start") if the healthcheck gives up first."""
+    local_wait = int(re.search(r"^\s*wait_for Redis (\d+) ", (REPO_ROOT / "include" / "stack" / "stack.sh").read_text(),
+                               re.MULTILINE).group(1))
+    redis = compose["services"]["redis"]
+    assert seconds(redis["healthcheck"]["start_period"]) >= local_wait
+    for name in AIRFLOW_SERVICES:
+        assert compose["services"][name]["depends_on"]["redis"]["condition"] == "service_healthy", name
+
+
+def test_no_password_is_on_a_command_line(compose):
+    """docker inspect shows a container's command, entrypoint and healthcheck, and ps any process's arguments to
+    every user of the host: secrets reach the containers in their environment, never through compose into a
+    command (a `$$NAME` there is the container's shell's, expanded inside it)."""
+    secret = re.compile(r"\$\{\w*(PASSWORD|SECRET|KEY)\w*")
+    for name, service in compose["services"].items():
+        for part in (service.get("command"), service.get("entrypoint"), service.get("healthcheck", {}).get("test")):
+            assert not secret.search(words(part)), name
+
+
+def test_redis_reads_its_password_from_its_standard_input(compose):
+    """As the local stack's Redis reads it from a mode-600 file. Through the image's docker-entrypoint.sh, which
+    drops root for the redis user when given redis-server; exec'd, so that redis-server is process 1 and gets
+    docker stop's SIGTERM; `-` as its first argument, the only places (with the last) Redis reads stdin from."""
+    redis = compose["services"]["redis"]
+    assert redis["command"][:2] == ["sh", "-c"] and len(redis["command"]) == 3
+    command_line, here_document = redis["command"][2].split(" <<EOF\n")
+    assert command_line.startswith("exec docker-entrypoint.sh redis-server - ")
+    assert "requirepass" not in command_line
+    variable = re.fullmatch(r"requirepass \$\$(\w+)\nEOF\n", here_document).group(1)
+    assert interpolate(redis["environment"][variable]) == os.environ["LEDGERFLOW_REDIS_PASSWORD"]
+
+    # the healthcheck authenticates with the same password, in redis-cli's environment rather than -a
+    test = words(redis["healthcheck"]["test"])
+    assert f'REDISCLI_AUTH="$${variable}" redis-cli ping' in test
+    assert not re.search(r"\s(-a|--pass|--user)\s", test)
