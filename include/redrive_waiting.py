@@ -99,7 +99,7 @@ def failure_message(error: psycopg.OperationalError | httpx.HTTPError) -> str | 
     """One line instead of a traceback for PostgreSQL or Airflow's api-server failing; None for an error of the API
     whose traceback tells more."""
     if isinstance(error, psycopg.OperationalError):  # its first line names the address it could not connect to
-        return f"PostgreSQL: {str(error).splitlines()[0]}: is the stack up? (make status)"
+        return f"PostgreSQL: {(str(error).splitlines() or [type(error).__name__])[0]}: is the stack up? (make status)"
     return api_failure_message(error)
 
 
@@ -156,10 +156,12 @@ def redrive(args: argparse.Namespace) -> int:
         print(f"{hour.isoformat()}  run {run_id}", end=" ", flush=True)
         try:
             state = api.finished_state(WINDOW_DAG, run_id)
-        except TimeoutError as error:
-            print("unfinished")  # ends the run's line before the message
-            print(f"{error}, left going: {not_tried(to_redrive[number + 1:])} (follow it in the Airflow UI; once it "
-                  f"has ended, make redrive again)", file=sys.stderr)
+        except (TimeoutError, httpx.HTTPError) as error:
+            print("unfinished", flush=True)  # ends the run's line before any message
+            if (reason := str(error) if isinstance(error, TimeoutError) else failure_message(error)) is None:
+                raise
+            print(f"{reason}; run {run_id} left going: {not_tried(to_redrive[number + 1:])} (follow it in the Airflow "
+                  f"UI; once it has ended, make redrive again)", file=sys.stderr)
             return 1
         print(state)
         if state != "success":

@@ -73,7 +73,7 @@ def failure_message(error: psycopg.OperationalError | redis.exceptions.Connectio
     """One line instead of a traceback: the server, what failed (the client's first line, which names the address
     it could not connect to) and what to look at."""
     server = "PostgreSQL" if isinstance(error, psycopg.OperationalError) else "Redis"
-    return f"{server}: {str(error).splitlines()[0].rstrip('.')}: is the stack up? (make status)"
+    return f"{server}: {(str(error).splitlines() or [type(error).__name__])[0].rstrip('.')}: is the stack up? (make status)"
 
 
 def rewrite_since(since: datetime | None) -> int:

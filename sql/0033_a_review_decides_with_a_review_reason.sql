@@ -5,8 +5,9 @@
 --    hand, so it waited for a re-drive of its hour, but transactions_waiting, which tells a review's approval by
 --    its reason, said it waited for settle: nothing pointed at the re-drive it needed. A transfer leaves review
 --    now only for REVIEW_APPROVED, REVIEW_APPROVED_WITH_CONDITIONS or REVIEW_DECLINED, each status's own (0019
---    still checks the pair). No stage moves a transaction out of review, so the pipeline's updates pay for the
---    trigger's WHEN alone.
+--    still checks the pair). A change to another status, or without a reason, is left to the status trigger
+--    (0014, 0019), which names what is wrong with it. No stage moves a transaction out of review, so the
+--    pipeline's updates pay for the trigger's WHEN alone.
 -- 2. A pending transaction waits for clear from its publication, not from its creation: after produce had been
 --    paused for 20 minutes, the view dated what it then published 20 minutes back, and `make redrive` re-drove
 --    those hours at once as waiting for clear over 10 minutes.
@@ -18,10 +19,10 @@ BEGIN
         USING ERRCODE = 'check_violation';
 END $$;
 CREATE TRIGGER transactions_review_decided_with_a_review_reason BEFORE UPDATE OF status ON transactions
-    FOR EACH ROW WHEN (OLD.status = 'requires_manual_review' AND NEW.status IS DISTINCT FROM OLD.status
-                       AND NEW.status_reason_code IS DISTINCT FROM 'REVIEW_APPROVED'
-                       AND NEW.status_reason_code IS DISTINCT FROM 'REVIEW_APPROVED_WITH_CONDITIONS'
-                       AND NEW.status_reason_code IS DISTINCT FROM 'REVIEW_DECLINED')
+    FOR EACH ROW WHEN (OLD.status = 'requires_manual_review'
+                       AND NEW.status IN ('cleared', 'cleared_with_conditions', 'rejected')
+                       AND NEW.status_reason_code NOT IN ('REVIEW_APPROVED', 'REVIEW_APPROVED_WITH_CONDITIONS',
+                                                          'REVIEW_DECLINED'))
     EXECUTE FUNCTION transactions_refuse_review_decided_without_a_review_reason();
 
 CREATE OR REPLACE VIEW transactions_waiting AS

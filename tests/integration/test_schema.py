@@ -463,3 +463,16 @@ def test_a_transfer_leaves_manual_review_only_with_a_review_reason(ledger, statu
     ledger.conn.execute("UPDATE transactions SET status = %s, status_reason_code = %s WHERE transaction_id = %s",
                         (status, review_reason, in_review))
     assert ledger.statuses([in_review]) == {in_review: status}
+
+
+@pytest.mark.parametrize(("status", "reason_code", "error", "refusal"), [
+    ("pending", None, psycopg.errors.CheckViolation, "illegal status transition requires_manual_review -> pending"),
+    ("settled", "SETTLED", psycopg.errors.CheckViolation, "illegal status transition requires_manual_review -> settled"),
+    ("rejected", None, psycopg.errors.ForeignKeyViolation, "cannot be rejected with reason code NULL")])
+def test_a_change_out_of_review_that_no_review_reason_would_mend_is_refused_for_what_is_wrong_with_it(
+        ledger, status, reason_code, error, refusal):
+    source, destination = ledger.accounts("100.00", "0.00")
+    [in_review] = ledger.transactions((source, destination, "1.00"), status="requires_manual_review")
+
+    refused_and_rolled_back(ledger.conn, "UPDATE transactions SET status = %s, status_reason_code = %s "
+                                         "WHERE transaction_id = %s", error, refusal, (status, reason_code, in_review))

@@ -104,3 +104,50 @@ def hours(count: int) -> list[datetime]:
 ])
 def test_a_timed_out_re_drive_says_which_hours_it_did_not_try(count, expected):
     assert redrive_waiting.not_tried(hours(count)) == expected
+
+
+class _Hours:
+    """PostgreSQL's answer to make redrive's query, and a connection to close: two past hours, one waiting each."""
+
+    def __init__(self, *_, **__):
+        pass
+
+    def get_conn(self):
+        return self
+
+    def execute(self, *_):
+        return self
+
+    def fetchall(self):
+        return [(hour, 1) for hour in hours(2)]
+
+    def close(self):
+        pass
+
+
+class _ApiThatStopsAnswering:
+    """Airflow's api-server, which starts the first run and then stops answering while make redrive waits for it."""
+
+    def is_paused(self, dag_id):
+        return False
+
+    def run_again(self, dag_id, logical_date):
+        return "manual__first"
+
+    def finished_state(self, dag_id, run_id):
+        raise httpx.ConnectError("[Errno 111] Connection refused", request=WINDOW_DAG)
+
+
+def test_an_api_server_lost_while_a_run_is_waited_for_ends_its_line_and_names_the_run_and_the_hours_not_tried(
+        monkeypatch, capsys):
+    monkeypatch.setattr(redrive_waiting, "PostgresHook", _Hours)
+    monkeypatch.setattr(redrive_waiting, "AirflowApi", _ApiThatStopsAnswering)
+
+    assert redrive_waiting.main([]) == 1
+    out, err = capsys.readouterr()
+    assert out.splitlines()[-1] == "2026-11-24T09:00:00+00:00  run manual__first unfinished"
+    assert err.splitlines() == [
+        "Airflow's api-server (GET http://127.0.0.1:8080/api/v2/dags/ledgerflow_produce_window): ConnectError: "
+        "[Errno 111] Connection refused: is the stack up? (make status); run manual__first left going: the hour after "
+        "it, 2026-11-24T10:00:00+00:00, was not tried (follow it in the Airflow UI; once it has ended, make redrive "
+        "again)"]
