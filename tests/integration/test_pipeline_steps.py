@@ -678,17 +678,20 @@ def test_settle_dead_letters_a_bad_outcome_and_settles_the_rest(topics, producer
         transaction_message(ledger, cleared, "100.00", source, destination),  # the other contract
         outcome.replace(b'"reason":""', b'"reason":"\xff"'),  # not UTF-8 inside a string
         outcome,
+        cleared_message(ledger, unknown, "1.00", source, destination),  # every copy is dead-lettered
     ])
 
-    assert (result["settled"], result["dead_lettered"], result["already_done"], result["projected"]) == (1, 4, 0, 1)
+    assert (result["settled"], result["dead_lettered"], result["already_done"], result["projected"]) == (1, 5, 0, 1)
     assert ledger.balances([source, destination]) == {source: Decimal("900.00"), destination: Decimal("100.00")}
     assert ledger.statuses([pending]) == {pending: "pending"}
-    dead = read_all(topics["dlq"], 4)
-    assert [dict(m.headers())["source_offset"] for m in dead] == [b"0", b"1", b"2", b"3"], "in the order they came"
+    dead = read_all(topics["dlq"], 5)
+    assert [dict(m.headers())["source_offset"] for m in dead] == [b"0", b"1", b"2", b"3", b"5"], \
+        "in the order they came"
     reasons = [dict(m.headers())["reason"].decode() for m in dead]
     assert reasons[:2] == [f"transaction {unknown} is not in the ledger",
                            f"the ledger has transaction {pending} pending"]
     assert "`$.schema`" in reasons[2] and reasons[3].startswith("not UTF-8"), reasons
+    assert reasons[4] == f"transaction {unknown} is not in the ledger"
     assert redis_client.hget(f"settlement:{cleared}", "from_balance_after") == b"900.00"
 
 
@@ -716,19 +719,21 @@ def test_settle_dead_letters_the_outcomes_the_ledger_says_clear_did_not_publish(
         cleared_message(ledger, rejected, "5000.00", source, destination),
         rejection(rejected, "5000.00", source, destination),
         rejection(cleared, "100.00", source, destination),  # after the outcome that settles it
+        cleared_message(ledger, in_review, "20.00", source, destination),  # a copy: dead-lettered too
     ])
 
-    assert (result["settled"], result["dead_lettered"], result["already_done"], result["projected"]) == (2, 5, 1, 3)
+    assert (result["settled"], result["dead_lettered"], result["already_done"], result["projected"]) == (2, 6, 1, 3)
     assert ledger.balances([source, destination]) == {source: Decimal("870.00"), destination: Decimal("130.00")}
     assert ledger.statuses([pending, in_review, behind_a_false_rejection]) == {
         pending: "pending", in_review: "requires_manual_review", behind_a_false_rejection: "settled"}
-    dead = read_all(topics["dlq"], 5)
-    assert [dict(m.headers())["source_offset"] for m in dead] == [b"0", b"1", b"2", b"3", b"8"]
+    dead = read_all(topics["dlq"], 6)
+    assert [dict(m.headers())["source_offset"] for m in dead] == [b"0", b"1", b"2", b"3", b"8", b"9"]
     assert [dict(m.headers())["reason"].decode() for m in dead] == [
         f"transaction {unknown} is not in the ledger", f"the ledger has transaction {pending} pending",
         f"the ledger has transaction {behind_a_false_rejection} settled",
         f"the ledger has transaction {in_review} requires_manual_review",
-        f"the ledger has transaction {cleared} settled"]
+        f"the ledger has transaction {cleared} settled",
+        f"the ledger has transaction {in_review} requires_manual_review"]
     assert redis_client.hget(f"settlement:{behind_a_false_rejection}", "from_balance_after") == b"870.00"
     assert redis_client.hget(f"rejected:{rejected}", "status") == b"rejected"
     assert not redis_client.exists(f"rejected:{unknown}", f"rejected:{pending}", f"rejected:{behind_a_false_rejection}")

@@ -33,6 +33,9 @@ def settle_batch(conn, redis_client, producer, messages: list[Message], context:
     # and newer: rejected at settlement, then published again by a re-drive); the records show the ledger.
     outcomes: dict[str, tuple[Message, ClearedV1]] = {}
     rejections: list[tuple[Message, str]] = []  # every rejection in the batch, with its transaction's id
+    # every outcome to settle in the batch, by transaction: all copies of one that did not come from clear are
+    # dead-lettered, as every false rejection is
+    to_settle: dict[str, list[Message]] = {}
     for message in messages:
         decoded = decode_cleared(message.value() or b"")
         if isinstance(decoded, InvalidMessage):
@@ -40,6 +43,8 @@ def settle_batch(conn, redis_client, producer, messages: list[Message], context:
             continue
         if decoded.status == Status.REJECTED:
             rejections.append((message, decoded.transaction_id))
+        else:
+            to_settle.setdefault(decoded.transaction_id, []).append(message)
         if (kept := outcomes.get(decoded.transaction_id)) is None or (
                 decoded.status in SETTLEABLE and kept[1].status not in SETTLEABLE):
             outcomes.pop(decoded.transaction_id, None)  # it settles in its own place in the message order
@@ -50,7 +55,7 @@ def settle_batch(conn, redis_client, producer, messages: list[Message], context:
     # still pending, did not come from clear
     not_from_clear = {i: _not_from_clear(i, status) for i in locked.ordered_ids
                       if (status := locked.statuses.get(i)) in (None, Status.PENDING)}
-    rejects += [(outcomes[i][0], reason) for i, reason in not_from_clear.items()]
+    rejects += [(message, reason) for i, reason in not_from_clear.items() for message in to_settle[i]]
     try:
         dead_lettered = dead_letter(producer, dead_letter_topic, rejects)
     except BaseException:
@@ -71,8 +76,9 @@ def settle_batch(conn, redis_client, producer, messages: list[Message], context:
         # transaction the ledger does not hold rejected did not come from clear. Every outcome to settle that this
         # batch took up is settled or rejected now: one whose transaction is neither did not either.
         false = [(message, i) for message, i in rejections if recorded_as.get(i) != Status.REJECTED]
-        false += [(message, i) for i, (message, outcome) in outcomes.items()
-                  if outcome.status in SETTLEABLE and i not in recorded_as and i not in not_from_clear]
+        false += [(message, i) for i, (_, outcome) in outcomes.items()
+                  if outcome.status in SETTLEABLE and i not in recorded_as and i not in not_from_clear
+                  for message in to_settle[i]]
         unrecorded = list({i for _, i in false if i not in recorded_as})
         held = {**recorded_as, **(statuses(projection_conn, unrecorded) if unrecorded else {})}
         return {"projected": len(recorded_as),
