@@ -3,9 +3,10 @@
     include/stack/with-env python include/rewrite_records.py [--since '2026-11-27 04:00+00'] [--margin 900]
 
 settle writes a transaction's record once the ledger has committed its settlement or rejection, and commits its
-offsets once Redis has replied; Redis keeps its records in an append-only file synced once a second. So a machine
-that crashed can come back without the last second's records, and nothing would write them again: a re-drive
-skips what is settled or rejected. Nor does any stage publish a rejection made by hand. This writes the records
+offsets once Redis has replied; Redis syncs its append-only file before it replies. A Redis whose file was lost,
+or that ran with a laxer sync (once a second, Redis's default) through a crash of the machine, can come back
+without records, and nothing would write them again: a re-drive skips what is settled or rejected. Nor does any
+stage publish a rejection made by hand. This writes the records
 of the transactions settled or rejected since a moment (all, by default) as settle would, from the ledger; it is
 safe while the pipeline runs, as both write what the ledger holds.
 

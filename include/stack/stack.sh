@@ -251,10 +251,13 @@ requirepass $LEDGERFLOW_REDIS_PASSWORD
 daemonize no
 logfile ""
 dir $REDIS_DATA
-# The append-only file alone keeps the records (fsync every second). Redis also took RDB snapshots by
-# default: under load one every minute, each a forked child rewriting the whole dataset for about 30 s,
-# a core's worth of CPU taken from the pipeline.
+# The append-only file alone keeps the records, synced before Redis replies: settle commits a batch's offsets once
+# its records are written, and a record lost after that (a machine that crashed within the second a sync once a
+# second leaves open) would never be written again. settle writes a batch in one MULTI, so one sync a batch.
+# Redis also took RDB snapshots by default: under load one every minute, each a forked child rewriting the whole
+# dataset for about 30 s, a core's worth of CPU taken from the pipeline.
 appendonly yes
+appendfsync always
 save ""
 EOF
   ) || die "could not write $REDIS_CONF.new"

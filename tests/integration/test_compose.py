@@ -120,6 +120,7 @@ def test_every_stateful_service_keeps_its_data_in_its_volume(compose):
     assert mounts == {"postgres": {"/var/lib/postgresql/data"}, "redis": {"/data"}, "kafka": {"/var/lib/kafka/data"}}
     assert services["kafka"]["environment"]["KAFKA_LOG_DIRS"] == "/var/lib/kafka/data"
     assert "--appendonly yes" in words(services["redis"]["command"])
+    assert "--appendfsync always" in words(services["redis"]["command"]), "synced before settle commits offsets"
 
 
 def test_airflow_metadata_database_matches_the_local_stack(compose):

@@ -903,18 +903,30 @@ def test_records_written_again_from_the_ledger_replace_keys_holding_no_hash(ledg
     assert set(warning.split(": ")[1].split(", ")) == {f"settlement:{ids[0]}", f"rejected:{ids[1]}"}
 
 
-def test_a_command_refused_inside_a_multi_counts_as_refused():
-    """Redis queues a MULTI's commands and runs them at EXEC, whose reply holds each one's: an error there is not
-    raised as a reply of its own, so the EXEC must count as refused, not as taken."""
+def test_records_go_in_one_transaction_whose_refused_commands_are_reported_and_the_rest_taken():
+    """Redis runs a MULTI's commands at EXEC, whose reply holds each one's: an error there is not a reply of its
+    own, so it must be found in EXEC's reply, by the command's index, while the other commands took effect."""
+    redis_client = RedisHook(redis_conn_id=topology.REDIS_CONN_ID).get_conn()
+    key, other = f"test-multi-{uuid.uuid4().hex[:8]}", f"test-multi-{uuid.uuid4().hex[:8]}"
+    try:
+        refused = redis_projection._execute(redis_client, [hiredis.pack_command(command) for command in (
+            ("SET", key, "a string"), ("HSET", key, "field", "value"), ("HSET", other, "field", "value"))])
+
+        assert [(index, str(error).split()[0]) for index, error in refused] == [(1, "WRONGTYPE")]
+        assert (redis_client.get(key), redis_client.hget(other, "field")) == (b"a string", b"value")
+    finally:
+        redis_client.delete(key, other)
+
+
+def test_a_command_redis_refuses_to_queue_aborts_the_whole_transaction():
     redis_client = RedisHook(redis_conn_id=topology.REDIS_CONN_ID).get_conn()
     key = f"test-multi-{uuid.uuid4().hex[:8]}"
-    try:
-        refused = redis_projection._send(redis_client, [hiredis.pack_command(command) for command in (
-            ("MULTI",), ("SET", key, "a string"), ("HSET", key, "field", "value"), ("EXEC",), ("PING",))])
-    finally:
-        redis_client.delete(key)
+    with pytest.raises(redis.exceptions.ResponseError, match="wrong number of arguments"):
+        redis_projection._execute(redis_client, [hiredis.pack_command(command) for command in (
+            ("SET", key, "a string"), ("HSET", key))])
 
-    assert [(index, str(error).split()[0]) for index, error in refused] == [(3, "WRONGTYPE")]
+    assert not redis_client.exists(key), "nothing ran"
+    assert redis_client.ping(), "the connection went back to the pool with no reply left unread"
 
 
 def test_the_redis_records_of_a_settlement_are_those_the_ledger_rebuilds(ledger):

@@ -43,6 +43,14 @@ def test_redis_hook_writes_and_reads_a_key():
         client.delete(key)
 
 
+def test_redis_syncs_its_append_only_file_before_it_replies():
+    """settle commits a batch's offsets once Redis has replied to its records: a sync once a second would leave a
+    crash of the machine a second of records that nothing writes again."""
+    client = RedisHook(redis_conn_id="ledgerflow_redis").get_conn()
+    assert {**client.config_get("appendonly"), **client.config_get("appendfsync")} == {
+        "appendonly": "yes", "appendfsync": "always"}
+
+
 def test_the_original_readme_insert_through_psql_creates_a_pending_transaction():
     transaction_id = f"TEST-{uuid.uuid4().hex[:12]}"
     insert = (
