@@ -165,8 +165,10 @@ supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 serverurl=unix://$LEDGERFLOW_STATE/supervisor/supervisor.sock
 
 [program:postgres]
-; the settings docker-compose.yaml gives PostgreSQL too, and why they differ from the defaults
-command=$(pg_bindir)/postgres -D $pg/data -c listen_addresses=127.0.0.1 -c port=$LEDGERFLOW_PG_PORT
+; the settings docker-compose.yaml gives PostgreSQL too, and why they differ from the defaults; started with an
+; empty environment, as supervisord's holds the stack's secrets (passwords, keys, connections), which PostgreSQL
+; needs none of and which its OS user could otherwise read from /proc
+command=env -i LANG=C.UTF-8 $(pg_bindir)/postgres -D $pg/data -c listen_addresses=127.0.0.1 -c port=$LEDGERFLOW_PG_PORT
   -c unix_socket_directories=$pg/socket -c max_connections=300 -c shared_buffers=1GB
   -c max_wal_size=4GB -c checkpoint_timeout=15min -c random_page_cost=1.1 -c effective_cache_size=4GB
 user=postgres
@@ -208,6 +210,9 @@ stdout_logfile=$LOG_DIR/airflow-api-server.log
 [program:airflow-scheduler]
 command=$STACK_DIR/stack.sh airflow scheduler
 autostart=false
+; Stopped, the scheduler waits for its running tasks, which it tells to stop: a drain ends at its next wait, in
+; seconds (on_kill). Supervisor's default of 10 s would kill it while they run on past it, unseen.
+stopwaitsecs=60
 stopasgroup=true
 killasgroup=true
 redirect_stderr=true
@@ -613,6 +618,11 @@ exec_airflow_program() {
 cmd_down() {
   if supervisord_running; then
     say "stopping every component"
+    # The scheduler (with the other programs that run DAG code) first, and the API server after it: supervisord stops
+    # a group's programs all at once, and the tasks the scheduler waits for report their end to the API server.
+    # stop names a program that is not running as an error; shutdown, below, stops whatever is left.
+    supervisorctl stop airflow:airflow-scheduler airflow:airflow-triggerer airflow:airflow-dag-processor >/dev/null ||
+      true
     supervisorctl shutdown >/dev/null
     wait_for "supervisord shutdown" 120 bash -c "! [ -S '$LEDGERFLOW_STATE/supervisor/supervisor.sock' ] || ! kill -0 \$(cat '$LEDGERFLOW_STATE/supervisor/supervisord.pid' 2>/dev/null) 2>/dev/null"
   fi

@@ -534,6 +534,46 @@ def test_a_task_whose_supervising_process_is_gone_stops_draining_and_returns_wha
     assert group_backlog(topics["in"], group_id, topology.KAFKA_CONN_ID) == 0, "its batch is committed"
 
 
+# A settle task's process whose SIGTERM calls the operator's on_kill, as Airflow's task runner does (a worker passes
+# the signal on when it is told to stop, as the scheduler does in `make stop`).
+STOPPED_SETTLE = """
+import signal, sys
+from types import SimpleNamespace
+from ledgerflow import topology
+from ledgerflow.operators.settle import SettleTransactionsOperator
+ti = SimpleNamespace(dag_id="tests", run_id="stopped", task_id="settle", try_number=1, map_index=-1)
+operator = SettleTransactionsOperator(
+    task_id="settle", topic=sys.argv[1], group_id=sys.argv[2], dead_letter_topic=sys.argv[3],
+    kafka_config_id=topology.KAFKA_CONN_ID, postgres_conn_id=topology.POSTGRES_CONN_ID,
+    redis_conn_id=topology.REDIS_CONN_ID, idle_timeout=120)
+signal.signal(signal.SIGTERM, lambda signum, frame: operator.on_kill())
+print(operator.execute({"ti": ti}), flush=True)
+"""
+
+
+def test_a_task_told_to_stop_ends_its_drain_and_returns_what_it_settled(topics, producer, ledger):
+    source, destination = ledger.accounts("100.00", "0.00")
+    [cleared] = ledger.transactions((source, destination, "10.00"), status="cleared")
+    publish(producer, topics["in"], [(source.encode(), cleared_message(ledger, cleared, "10.00", source, destination))])
+    group_id = f"test-{uuid.uuid4().hex[:8]}"
+    with subprocess.Popen([sys.executable, "-c", STOPPED_SETTLE, topics["in"], group_id, topics["dlq"]],
+                          stdout=subprocess.PIPE, text=True) as task:
+        deadline = time.monotonic() + 60
+        while ledger.statuses([cleared]) != {cleared: "settled"}:
+            assert time.monotonic() < deadline, "the task settled its batch"
+            time.sleep(0.2)
+        task.send_signal(signal.SIGTERM)
+        try:
+            # the topic stays open (idle_timeout 120): the output ends when the task does
+            output, _ = task.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            task.kill()
+            raise AssertionError("the task did not stop draining once told to") from None
+    assert task.returncode == 0, output
+    assert ast.literal_eval(output.splitlines()[-1])["settled"] == 1, "it returned its summary: " + output
+    assert group_backlog(topics["in"], group_id, topology.KAFKA_CONN_ID) == 0, "its batch is committed"
+
+
 # A task's consumer as a process of its own, which takes its batch and is then killed (no close(), so it never
 # leaves its group), as a worker that runs out of memory or is killed by a deploy.
 KILLED_CONSUMER = """

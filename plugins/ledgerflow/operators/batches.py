@@ -18,7 +18,11 @@ under `airflow dags test`, the process that runs the DAG) is gone, killed say: A
 its heartbeats stop, and its retry takes the topic up. Running on unseen beside the retry, for up to the
 time budget, would only split the topic's partitions between the two. It stops at its next wait for
 messages, once its current batch is taken up. Its logs went to the supervisor: they, and its result, are
-lost with it. (With `run_as_user`, the parent is sudo, which outlives the supervisor: the drain runs on.)"""
+lost with it. (With `run_as_user`, the parent is sudo, which outlives the supervisor: the drain runs on.)
+
+It stops the same way when Airflow asks the task to (on_kill: SIGTERM to the task's process, which a worker
+passes on when it is told to stop, as a scheduler that shuts down does in `make stop`): the task commits what it
+took up and succeeds, in seconds, where it would drain on for the rest of its time budget."""
 
 import os
 import sys
@@ -54,10 +58,15 @@ class KafkaBatchOperator(BaseOperator):
         self.time_budget = time_budget
         self.idle_timeout = idle_timeout
         self.lock_timeout = lock_timeout  # seconds a statement may wait for a lock (see postgres_connection)
+        self.asked_to_stop = False  # by on_kill
 
     def process_batch(self, conn, producer, messages, context) -> BatchResult:
         """Take up one batch; return its counts so far and its follow-ups."""
         raise NotImplementedError
+
+    def on_kill(self) -> None:
+        # Called in the task's thread, from its SIGTERM handler: only a flag, which the drain reads before each wait.
+        self.asked_to_stop = True
 
     def execute(self, context) -> dict:
         reset_peak_memory()
@@ -86,6 +95,9 @@ class KafkaBatchOperator(BaseOperator):
             nonlocal first_message_at, first_message_cpu
             first_message_at, first_message_cpu = time.monotonic(), time.process_time()
 
+        def keep_going() -> bool:
+            return not self.asked_to_stop and os.getppid() == supervisor
+
         def complete_all() -> None:
             """Called whenever the topic is quiet, so a finished batch is not left uncommitted while the
             task waits."""
@@ -97,7 +109,7 @@ class KafkaBatchOperator(BaseOperator):
                 try:
                     for messages in consume_batches(consumer, self.batch_size, self.time_budget, self.idle_timeout,
                                                     on_idle=complete_all, on_first_message=first_message_arrived,
-                                                    keep_going=lambda: os.getppid() == supervisor):
+                                                    keep_going=keep_going):
                         applied = self.process_batch(conn, producer, messages, context)
                         totals.update(applied.counts)
                         totals.update(batches=1, messages=len(messages))
