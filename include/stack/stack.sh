@@ -210,8 +210,9 @@ stdout_logfile=$LOG_DIR/airflow-api-server.log
 [program:airflow-scheduler]
 command=$STACK_DIR/stack.sh airflow scheduler
 autostart=false
-; Stopped, the scheduler waits for its running tasks, which it tells to stop: a drain ends at its next wait, in
-; seconds (on_kill). Supervisor's default of 10 s would kill it while they run on past it, unseen.
+; Stopped, the scheduler waits for its running tasks, which get the SIGTERM too (stopasgroup, passed on by its
+; workers): a drain ends at its next wait (on_kill), usually in seconds. Supervisor's default of 10 s killed the
+; scheduler while they ran on, unseen; a batch still waiting for locks after 60 s is cut off and redelivered.
 stopwaitsecs=60
 stopasgroup=true
 killasgroup=true
@@ -428,7 +429,7 @@ start_services() {
       say "stopping Airflow while the services take their new configuration"
       trap 'echo "==> Airflow was stopped for the change and stays stopped: make run starts it again" >&2' EXIT
       # shellcheck disable=SC2086 # one argument per program
-      supervisorctl stop $airflow_stopped >/dev/null
+      stop_airflow_programs $airflow_stopped
     fi
     supervisorctl update >/dev/null
     if [ "$redis_conf_changed" -eq 1 ] && program_running services:redis; then
@@ -615,14 +616,24 @@ exec_airflow_program() {
   exec "$LEDGERFLOW_VENV/bin/airflow" "$@"
 }
 
+# Stop the given Airflow programs (supervisor's names; one not running is no error), the API server last: supervisord
+# stops the programs of a group, or of one stop, all at once, and the tasks the scheduler waits for report their end
+# to the API server. Stopping the scheduler sends SIGTERM to its process group (stopasgroup), which its workers pass
+# on to the tasks they run: a drain then ends at its next wait (on_kill).
+stop_airflow_programs() {
+  local program first=() last=()
+  for program in "$@"; do
+    if [ "$program" = airflow:airflow-api-server ]; then last+=("$program"); else first+=("$program"); fi
+  done
+  if [ ${#first[@]} -gt 0 ]; then supervisorctl stop "${first[@]}" >/dev/null || return; fi
+  if [ ${#last[@]} -gt 0 ]; then supervisorctl stop "${last[@]}" >/dev/null || return; fi
+}
+
 cmd_down() {
   if supervisord_running; then
     say "stopping every component"
-    # The scheduler (with the other programs that run DAG code) first, and the API server after it: supervisord stops
-    # a group's programs all at once, and the tasks the scheduler waits for report their end to the API server.
-    # stop names a program that is not running as an error; shutdown, below, stops whatever is left.
-    supervisorctl stop airflow:airflow-scheduler airflow:airflow-triggerer airflow:airflow-dag-processor >/dev/null ||
-      true
+    stop_airflow_programs airflow:airflow-scheduler airflow:airflow-triggerer airflow:airflow-dag-processor \
+      airflow:airflow-api-server || say "could not stop Airflow's programs in order: stopping everything at once"
     supervisorctl shutdown >/dev/null
     wait_for "supervisord shutdown" 120 bash -c "! [ -S '$LEDGERFLOW_STATE/supervisor/supervisor.sock' ] || ! kill -0 \$(cat '$LEDGERFLOW_STATE/supervisor/supervisord.pid' 2>/dev/null) 2>/dev/null"
   fi

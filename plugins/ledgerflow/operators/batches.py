@@ -21,8 +21,8 @@ messages, once its current batch is taken up. Its logs went to the supervisor: t
 lost with it. (With `run_as_user`, the parent is sudo, which outlives the supervisor: the drain runs on.)
 
 It stops the same way when Airflow asks the task to (on_kill: SIGTERM to the task's process, which a worker
-passes on when it is told to stop, as a scheduler that shuts down does in `make stop`): the task commits what it
-took up and succeeds, in seconds, where it would drain on for the rest of its time budget."""
+passes on when it gets one, as the scheduler's process group does in `make stop`): the task commits what it took
+up and succeeds, usually in seconds, where it would drain on for the rest of its time budget."""
 
 import os
 import sys
